@@ -1,0 +1,100 @@
+# Object-detection predictor for KServe 0.21 (V1 + V2 REST on 8080, V2 gRPC on 8081).
+#
+#   docker build -t kserve-detector .                            # CPU variant (small)
+#   docker build --build-arg VARIANT=gpu -t kserve-detector:gpu . # CUDA variant
+#   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:8081:8081 kserve-detector
+#
+# Build arguments:
+#   BASE_IMAGE       Debian bookworm image with Python 3.11 (`python` on PATH); the
+#                    same one is used for both stages. scripts/base-image.sh makes a
+#                    local one (kserve-detector-base:bookworm) where no registry is reachable.
+#   VARIANT          cpu: torch/torchvision from TORCH_INDEX_URL (default PyTorch's CPU
+#                    wheel index; about 1.1 GB image). gpu: the CUDA build from PyPI,
+#                    CUDA libraries included (about 6.4 GB; run with --gpus all).
+#   TORCH_INDEX_URL  where torch/torchvision come from; empty = the variant's default.
+# Classic builder friendly (no BuildKit features). pip in the builder trusts
+# .build/ca.crt when scripts/image.sh puts the host's CA bundle there; the runtime
+# stage never copies it.
+
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# --- requirements: the dependency list alone, so editing pyproject.toml elsewhere
+# (tools, dev extras) keeps the heavy dependency layer cached.
+FROM ${BASE_IMAGE} AS requirements
+COPY pyproject.toml /src/pyproject.toml
+RUN python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['server']))" > /requirements.txt
+
+# --- builder: a virtualenv with the dependencies, and the project beside it in
+# /opt/app (on the venv's path through a .pth file): its own layer, so a source
+# change does not copy the multi-GB dependency layer again.
+FROM ${BASE_IMAGE} AS builder
+ARG VARIANT=cpu
+ARG TORCH_INDEX_URL=""
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_DEFAULT_TIMEOUT=180
+# The glob lets the build go on where no CA bundle was supplied (pyproject.toml is
+# only there so that the COPY always has one source).
+COPY pyproject.toml .build/ca.cr[t] /tmp/build/
+COPY --from=requirements /requirements.txt /tmp/build/requirements.txt
+RUN set -eu; \
+    if [ -f /tmp/build/ca.crt ]; then export PIP_CERT=/tmp/build/ca.crt; fi; \
+    case "$VARIANT" in \
+      cpu) index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}" ;; \
+      gpu) index="${TORCH_INDEX_URL:-}" ;; \
+      *) echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 1 ;; \
+    esac; \
+    python -m venv /opt/venv; \
+    if [ -n "$index" ]; then \
+      /opt/venv/bin/pip install --index-url "$index" \
+        $(grep -E '^(torch|torchvision)[=<>~ ]' /tmp/build/requirements.txt); \
+    fi; \
+    /opt/venv/bin/pip install -r /tmp/build/requirements.txt; \
+    /opt/venv/bin/pip uninstall -y -q pip; \
+    /opt/venv/bin/python -c "import torch, torchvision, kserve; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'kserve', kserve.__version__)"; \
+    echo /opt/app > /opt/venv/lib/python3.11/site-packages/kserve_detector_app.pth
+
+COPY . /tmp/src
+RUN set -eu; \
+    if [ -f /tmp/build/ca.crt ]; then export PIP_CERT=/tmp/build/ca.crt; fi; \
+    python -m venv /tmp/tools; \
+    /tmp/tools/bin/pip install -q --no-deps --target /opt/app /tmp/src; \
+    rm -rf /opt/app/bin; \
+    /opt/venv/bin/python -c "import predictor"
+
+# --- runtime: the base, the virtualenv, the project; no compilers, no pip, no CA copy.
+FROM ${BASE_IMAGE} AS runtime
+ARG VARIANT=cpu
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/home/predictor \
+    XDG_CACHE_HOME=/tmp/.cache \
+    TORCH_HOME=/tmp/.cache/torch \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    HEALTHCHECK_URL=http://127.0.0.1:8080/v2/models/detector/ready
+RUN groupadd --gid 1000 predictor \
+    && useradd --uid 1000 --gid 1000 --home-dir /home/predictor --create-home \
+       --shell /usr/sbin/nologin predictor \
+    && mkdir -p /mnt/models
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/app /opt/app
+LABEL org.opencontainers.image.title="kserve-detector" \
+      org.opencontainers.image.description="torchvision object detector served with KServe 0.21 (V1, V2 REST, V2 gRPC)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      io.kserve-detector.variant="${VARIANT}"
+
+USER 1000:1000
+WORKDIR /home/predictor
+# Weights: mount a model directory here; when it is empty or missing, the demo
+# detector shipped inside the package (predictor/demo_model/) is served.
+EXPOSE 8080 8081
+STOPSIGNAL SIGTERM
+# Probes the V2 readiness of the default model; set HEALTHCHECK_URL when you change
+# --model_name or --http_port. urllib, since the image has no curl.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=4)"]
+ENTRYPOINT ["python", "-m", "predictor"]
+CMD ["--model_name", "detector", "--http_port", "8080", "--grpc_port", "8081", "--model_dir", "/mnt/models"]

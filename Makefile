@@ -1,0 +1,45 @@
+# Short verbs; every recipe longer than a few lines lives in scripts/.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+MODEL_DIR ?= predictor/demo_model
+MODEL_NAME ?= detector
+HTTP_PORT ?= 8080
+GRPC_PORT ?= 8081
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install run demo test test-unit test-integration test-container test-k8s lint bench \
+        image image-run kind-up deploy e2e kind-down clean proto
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[server,dev]'
+	touch $(STAMP)
+
+run: install  ## serve the detector on 127.0.0.1:$(HTTP_PORT) (HTTP) and $(GRPC_PORT) (gRPC)
+	$(BIN)/python -m predictor --model_name $(MODEL_NAME) --model_dir $(MODEL_DIR) \
+		--http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT) $(ARGS)
+
+test: install  ## everything that runs on a machine without Docker engine, cluster or GPU
+	$(BIN)/python -m pytest tests -m "not container" $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+test-k8s: install
+	$(BIN)/python -m pytest tests/k8s $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check predictor client tests
+	$(BIN)/mypy predictor client
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Generated Open Inference Protocol gRPC code; regenerate with scripts/gen-protos.sh."""

@@ -1,0 +1,71 @@
+"""``python -m predictor``: load the detector, then serve it with KServe's ModelServer."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .config import ServerConfig, add_arguments, from_args
+
+log = logging.getLogger("predictor")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """KServe's own flags plus the detector's."""
+    from kserve import model_server
+
+    parser = argparse.ArgumentParser(
+        prog="python -m predictor", parents=[model_server.parser],
+        description="Serve a torchvision detection model over KServe V1, V2 REST and gRPC.",
+    )
+    parser.set_defaults(model_name="detector")
+    add_arguments(parser)
+    return parser
+
+
+def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
+    """Loads the model and serves until stopped; returns the exit code."""
+    from kserve import ModelServer
+    from kserve import model_server as ks
+
+    from . import rest
+    from .loader import LoadError
+    from .metrics import Metrics
+    from .model import DetectionModel
+
+    if args.workers != 1:
+        print("--workers must be 1: one process owns the model and its batcher; scale with "
+              "replicas instead", file=sys.stderr)
+        return 2
+    metrics = Metrics()
+    model = DetectionModel(cfg, metrics)
+    try:
+        model.load()
+    except (LoadError, RuntimeError, OSError) as exc:
+        log.error("cannot load the model: %s", exc)
+        print(f"error: cannot load the model: {exc}", file=sys.stderr)
+        return 2
+    # KServe's gRPC server reads its message limit from its module-level args.
+    ks.args.grpc_max_receive_message_length = cfg.limits.max_body_bytes
+    rest.install(ks.app, cfg.limits.max_body_bytes,
+                 on_disconnect=lambda: metrics.reject("client_disconnected"))
+    server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
+                         enable_grpc=args.enable_grpc, grace_period=args.grace_period)
+    server.start([model])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    parser = build_parser()
+    parser.add_argument("--grace_period", type=int, default=30,
+                        help="seconds to finish in-flight requests after SIGTERM")
+    args = parser.parse_args(argv)
+    cfg = from_args(args)
+    return serve(cfg, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

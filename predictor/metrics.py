@@ -1,0 +1,63 @@
+"""Prometheus metrics of the detector, served beside KServe's own on ``/metrics``.
+
+| name | type | meaning |
+|---|---|---|
+| detector_batch_size | histogram | images per batch run by the model |
+| detector_queue_depth | gauge | images waiting for the model |
+| detector_queue_wait_seconds | histogram | time an image waited before its batch ran |
+| detector_inference_seconds | histogram | time the model took per batch |
+| detector_images_total | counter | images run by the model (rate() gives images/s) |
+| detector_rejected_requests_total | counter | requests refused, by reason |
+| detector_gpu_memory_bytes | gauge | CUDA memory allocated by the model process |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from .batcher import BatchStats
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+_TIME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The detector's metrics; create one per process (they register globally)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.batch_size = Histogram("detector_batch_size", "Images per batch run by the model",
+                                    buckets=_BATCH_BUCKETS, registry=registry)
+        self.queue_depth = Gauge("detector_queue_depth", "Images waiting for the model",
+                                 registry=registry)
+        self.queue_wait = Histogram("detector_queue_wait_seconds",
+                                    "Time an image waited before its batch ran",
+                                    buckets=_TIME_BUCKETS, registry=registry)
+        self.inference = Histogram("detector_inference_seconds", "Model time per batch",
+                                   buckets=_TIME_BUCKETS, registry=registry)
+        self.images = Counter("detector_images", "Images run by the model", registry=registry)
+        self.rejected = Counter("detector_rejected_requests", "Requests refused, by reason",
+                                ["reason"], registry=registry)
+        self.gpu_memory = Gauge("detector_gpu_memory_bytes",
+                                "CUDA memory allocated by this process", registry=registry)
+
+    def track_queue(self, depth: Callable[[], int]) -> None:
+        """Reads the queue depth at scrape time."""
+        self.queue_depth.set_function(lambda: float(depth()))
+
+    def track_gpu_memory(self, allocated: Callable[[], int]) -> None:
+        """Reads device memory at scrape time."""
+        self.gpu_memory.set_function(lambda: float(allocated()))
+
+    def observe_batch(self, stats: BatchStats) -> None:
+        """Batcher observer: records one batch."""
+        self.batch_size.observe(stats.size)
+        self.inference.observe(stats.run_seconds)
+        self.images.inc(stats.size)
+        for wait in stats.waits:
+            self.queue_wait.observe(wait)
+
+    def reject(self, reason: str) -> None:
+        """Counts a refused request (``invalid``, ``overloaded``, ``timeout``...)."""
+        self.rejected.labels(reason=reason).inc()
