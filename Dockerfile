@@ -52,7 +52,7 @@ RUN set -eu; \
     fi; \
     /opt/venv/bin/pip install -r /tmp/build/requirements.txt; \
     /opt/venv/bin/pip uninstall -y -q pip; \
-    /opt/venv/bin/python -c "import torch, torchvision, kserve; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'kserve', kserve.__version__)"; \
+    /opt/venv/bin/python -c "from importlib.metadata import version as v; import torch, torchvision, kserve; print('torch', v('torch'), 'torchvision', v('torchvision'), 'kserve', v('kserve'))"; \
     echo /opt/app > /opt/venv/lib/python3.11/site-packages/kserve_detector_app.pth
 
 COPY . /tmp/src

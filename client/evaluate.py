@@ -5,7 +5,8 @@ all images are ranked by score, each one matched greedily to the unmatched groun
 box of the same class it overlaps most (IoU at or above the threshold), and the area under
 the interpolated precision/recall curve is sampled at 101 recall points. mAP averages over
 the classes that have ground truth; mAP@0.5:0.95 also averages over IoU 0.50, 0.55 ... 0.95.
-As in COCO, at most ``max_detections`` (100) highest-scoring detections per image count.
+As in COCO, at most ``max_detections`` (100) highest-scoring detections per image and
+class count.
 
 Ground truth comes from a folder of images and a COCO ``annotations.json`` (``bbox`` is
 ``[x, y, w, h]`` in pixels); predictions come from any ``detect_fn`` (for example one that
@@ -173,7 +174,7 @@ def evaluate_detections(
         ground_truth: Per image, ``(box, label_id)`` pairs.
         predictions: Per image, ``(box, score, label_id)`` triples.
         class_names: Names for label ids (default: the id as text).
-        max_detections: Highest-scoring detections counted per image.
+        max_detections: Highest-scoring detections counted per image and class.
 
     Raises:
         ValueError: The two sequences differ in length.
@@ -193,9 +194,8 @@ def evaluate_detections(
         for gts, preds in zip(ground_truth, predictions):
             gt_boxes = np.array([b for b, lab in gts if int(lab) == label],
                                 dtype=np.float64).reshape(-1, 4)
-            kept = sorted(preds, key=lambda p: -float(p[1]))[:max_detections]
-            mine = sorted((p for p in kept if int(p[2]) == label),
-                          key=lambda p: -float(p[1]))
+            mine = sorted((p for p in preds if int(p[2]) == label),
+                          key=lambda p: -float(p[1]))[:max_detections]
             det_boxes = np.array([p[0] for p in mine], dtype=np.float64).reshape(-1, 4)
             num_gt += len(gt_boxes)
             scores.extend(float(p[1]) for p in mine)

@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m predictor", parents=[model_server.parser],
         description="Serve a torchvision detection model over KServe V1, V2 REST and gRPC.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.set_defaults(model_name="detector")
     add_arguments(parser)

@@ -92,6 +92,7 @@ class Batcher(Generic[T, R]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._accepting = True
         self._in_flight = 0
+        self._running: list[_Item[T]] = []  # the batch the worker thread is running now
         self._batch_seconds = 0.0  # moving average, for Retry-After
 
     @property
@@ -117,13 +118,16 @@ class Batcher(Generic[T, R]):
         end = time.monotonic() + timeout_s
         while self.busy and time.monotonic() < end:
             await asyncio.sleep(0.01)
+        running = list(self._running)  # the worker's finally clears it as it is cancelled
         if self._worker is not None:
             self._worker.cancel()
             try:
                 await self._worker
             except asyncio.CancelledError:
                 pass
-        for item in self._queue:
+        # A batch still running past the timeout is abandoned with the queue: its
+        # callers get an answer instead of waiting on futures no one will resolve.
+        for item in [*running, *self._queue]:
             if not item.future.done():
                 item.future.set_exception(ShuttingDown("the server is shutting down"))
         self._queue.clear()
@@ -142,6 +146,8 @@ class Batcher(Generic[T, R]):
         """
         if not self._accepting:
             raise ShuttingDown("the server is shutting down and takes no new requests")
+        if not payloads:
+            return []
         if self._worker is None:
             self.start()
         if self._queue and len(self._queue) + len(payloads) > self.max_queue_size:
@@ -242,6 +248,7 @@ class Batcher(Generic[T, R]):
             if not batch:
                 continue
             self._in_flight = len(batch)
+            self._running = batch
             started = time.monotonic()
             try:
                 results = await loop.run_in_executor(
@@ -251,6 +258,7 @@ class Batcher(Generic[T, R]):
                 results = [exc] * len(batch)
             finally:
                 self._in_flight = 0
+                self._running = []
             elapsed = time.monotonic() - started
             self._batch_seconds = elapsed if not self._batch_seconds else (
                 0.8 * self._batch_seconds + 0.2 * elapsed)

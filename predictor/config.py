@@ -116,7 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "torchvision's pretrained weights; or a weights file path")
     model.add_argument("--allow_torchscript", action="store_true",
                        help="allow loading a TorchScript archive (runs code from the file)")
-    model.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    model.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="auto: CUDA when available")
     model.add_argument("--fp16", action="store_true",
                        help="run the model under fp16 autocast on CUDA")
     model.add_argument("--channels_last", action="store_true",
@@ -132,10 +133,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="batch sizes run once at load, e.g. 1,8")
 
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max_image_pixels", type=_positive_int, default=Limits.max_image_pixels)
-    limits.add_argument("--max_image_side", type=_positive_int, default=Limits.max_image_side)
+    limits.add_argument("--max_image_pixels", type=_positive_int, default=Limits.max_image_pixels,
+                        help="pixels per image, checked from the header before decoding")
+    limits.add_argument("--max_image_side", type=_positive_int, default=Limits.max_image_side,
+                        help="pixels per side of an image")
     limits.add_argument("--max_images_per_request", type=_positive_int,
-                        default=Limits.max_images_per_request)
+                        default=Limits.max_images_per_request, help="images in one request")
     limits.add_argument("--max_body_bytes", type=_positive_int, default=Limits.max_body_bytes,
                         help="largest request body (REST) and gRPC message")
     limits.add_argument("--max_batch_pixels", type=_positive_int,
@@ -144,16 +147,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     batching = parser.add_argument_group("batching")
     batching.add_argument("--max_batch_size", type=_positive_int,
-                          default=BatchingConfig.max_batch_size)
+                          default=BatchingConfig.max_batch_size,
+                          help="most images the model runs at once")
     batching.add_argument("--max_batch_delay_ms", type=_non_negative_float,
-                          default=BatchingConfig.max_batch_delay_ms)
+                          default=BatchingConfig.max_batch_delay_ms,
+                          help="longest wait for a batch to fill")
     batching.add_argument("--max_queue_size", type=_positive_int,
                           default=BatchingConfig.max_queue_size,
                           help="images waiting for the model before new requests get 503")
     batching.add_argument("--request_timeout_ms", type=_non_negative_float,
-                          default=BatchingConfig.request_timeout_ms)
+                          default=BatchingConfig.request_timeout_ms,
+                          help="a request still queued after this gets 504 (0: no limit)")
     batching.add_argument("--decode_threads", type=_positive_int,
-                          default=BatchingConfig.decode_threads)
+                          default=BatchingConfig.decode_threads,
+                          help="threads decoding images in parallel")
 
 
 def from_args(args: argparse.Namespace) -> ServerConfig:

@@ -18,9 +18,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Formats a detector is ever sent; others (TIFF, PSD, EPS...) widen the attack surface.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+# MPO is how PIL names a JPEG with an MP Format extension (most phone cameras write one).
+ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF")
 
-# Our own header check is the real limit; PIL's bomb guard stays as a backstop.
+# Our own header check (check_size) is the limit; PIL's fixed bomb guard would refuse
+# images that --max_image_pixels allows, with a message that names no flag.
 Image.MAX_IMAGE_PIXELS = None
 
 
@@ -37,13 +39,18 @@ class ImageLimits:
 
 
 def b64decode(text: str | bytes, where: str) -> bytes:
-    """Decodes standard or URL-safe base64, strictly; ``where`` names the input."""
+    """Decodes standard or URL-safe base64; ``where`` names the input.
+
+    Padding may be missing and whitespace (line breaks) is ignored; any other
+    character outside the alphabet is an error.
+    """
     if isinstance(text, str):
         try:
             text = text.encode("ascii")
         except UnicodeEncodeError as exc:
             raise DecodeError(f"{where}: base64 string has non-ASCII characters") from exc
-    text = text.strip()
+    # Line-wrapped (MIME) base64, as `base64 file.jpg` writes it, is still base64.
+    text = b"".join(text.split())
     if b"-" in text or b"_" in text:
         text = text.replace(b"-", b"+").replace(b"_", b"/")
     text += b"=" * (-len(text) % 4)
@@ -97,7 +104,8 @@ def decode_image(data: bytes, limits: ImageLimits, where: str = "image") -> np.n
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
-            img = ImageOps.exif_transpose(img) or img
+            # In place: otherwise PIL returns a full copy even when there is nothing to turn.
+            ImageOps.exif_transpose(img, in_place=True)
     except Exception as exc:  # truncated data, bad chunks, CRC errors...
         raise DecodeError(f"{where}: truncated or corrupt {img.format} data ({exc})") from exc
     return to_rgb_array(img)

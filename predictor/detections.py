@@ -65,6 +65,9 @@ class LabelMap:
         """Class names (or integer ids) to ids; unknown names raise ParameterError."""
         ids: set[int] = set()
         for item in classes:
+            # gRPC has no list parameter: ids arrive as a string_param such as "1,3".
+            if isinstance(item, str) and item not in self._ids and item.isdigit():
+                item = int(item)
             if isinstance(item, bool):
                 raise ParameterError(f"classes: {item!r} is neither a class name nor an id")
             if isinstance(item, int):

@@ -32,6 +32,14 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def _from_numpy(img: np.ndarray) -> torch.Tensor:
+    arr = np.ascontiguousarray(img)
+    # V2 UINT8 images are read-only views of the request bytes; torch warns on those.
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(arr)
+
+
 class Engine:
     """Owns the model and the device; ``run`` is called from one worker thread."""
 
@@ -85,7 +93,7 @@ class Engine:
             try:
                 # uint8 crosses to the device (4x less traffic than floats), then converts.
                 tensors = [
-                    torch.from_numpy(np.ascontiguousarray(img)).to(self.device, non_blocking=True)
+                    _from_numpy(img).to(self.device, non_blocking=True)
                     .permute(2, 0, 1).float().div_(255.0)
                     for img in images
                 ]

@@ -166,8 +166,11 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise LoadError(f"{path}: cannot read weights ({type(exc).__name__}: {exc}); expected "
-                        f"a safetensors file or a state_dict saved with torch.save") from exc
+        # torch's own message suggests weights_only=False, which would run pickled code.
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise LoadError(f"{path}: cannot read weights ({type(exc).__name__}: {first}); expected "
+                        f"a safetensors file or a state_dict saved with torch.save (read "
+                        f"with weights_only=True, so no pickled code runs)") from exc
     # A training checkpoint often wraps the state_dict.
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

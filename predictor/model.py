@@ -60,6 +60,8 @@ class Job:
 class DetectionModel(Model):  # type: ignore[misc]
     """Serves a torchvision detector over KServe's V1, V2 REST and gRPC protocols."""
 
+    ready: bool
+
     def __init__(self, config: ServerConfig, metrics: Metrics | None = None) -> None:
         super().__init__(config.model_name)
         self.config = config

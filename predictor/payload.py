@@ -80,7 +80,9 @@ def parse_v1(body: Any, max_images: int) -> Parsed:
     sources: list[ImageSource] = [
         _instance_bytes(inst, f"instances[{i}]") for i, inst in enumerate(instances)
     ]
-    params = body.get("parameters") or {}
+    params = body.get("parameters")
+    if params is None:
+        params = {}
     if not isinstance(params, Mapping):
         raise DecodeError(f'"parameters" must be an object, got {type(params).__name__}')
     return Parsed(sources, params)
@@ -172,9 +174,15 @@ def parse_v2_input(
             array = np.frombuffer(raw, dtype=np.uint8)
         else:
             try:
-                array = np.asarray(data, dtype=np.int64).reshape(-1)
+                array = np.asarray(data)
             except (TypeError, ValueError) as exc:
                 raise DecodeError(f"{where}: UINT8 data must be a list of integers") from exc
+            # Casting would silently turn 0..1 floats (normalised pixels) into a black image.
+            if array.dtype.kind not in "iu" and not (
+                    array.dtype.kind == "f" and np.isfinite(array).all()
+                    and (array == np.floor(array)).all()):
+                raise DecodeError(f"{where}: UINT8 data must be integers between 0 and 255")
+            array = array.reshape(-1)
             if array.size != expected:
                 raise DecodeError(f"{where}: holds {array.size} values; shape {shape} "
                                   f"needs {expected}")

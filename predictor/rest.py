@@ -147,6 +147,8 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
 
 def decode_binary_request(body: bytes, json_length: int, model_name: str) -> InferRequest:
     """Parses a V2 request with the binary tensor extension, keeping BYTES raw."""
+    if not body:
+        raise InvalidInput("empty request body; send a V2 inference request")
     if not 0 < json_length <= len(body):
         raise InvalidInput(f"{HEADER_LENGTH} is {json_length}, but the body has {len(body)} bytes")
     try:
@@ -206,21 +208,20 @@ def _decode_inference_request(self: DataPlane, body: Any, headers: dict[str, str
                               model_name: str) -> InferRequest:
     if isinstance(body, bytes):
         value = headers.get(HEADER_LENGTH)
-        if value is None:
-            raise InvalidInput(f"a binary V2 request needs the {HEADER_LENGTH} header; "
-                               f"send JSON with content-type application/json otherwise")
+        if value is None:  # no binary part: the whole body is the JSON request
+            return decode_binary_request(body, len(body), model_name)
         try:
             length = int(value)
         except ValueError as exc:
             raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {value!r}") from exc
         return decode_binary_request(body, length, model_name)
-    return _original_decode(self, body, headers, model_name)  # type: ignore[no-any-return]
+    return _original_decode(self, body, headers, model_name)
 
 
 def install(app: FastAPI, max_body_bytes: int,
             on_disconnect: Callable[[], None] | None = None) -> None:
     """Adds the guard, the error handlers and the binary-request fix."""
-    DataPlane.decode_inference_request = _decode_inference_request  # type: ignore[method-assign]
+    DataPlane.decode_inference_request = _decode_inference_request
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes, on_disconnect=on_disconnect)
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

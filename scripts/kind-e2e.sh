@@ -19,6 +19,13 @@
 # kubectl always runs with --context "$KUBE_CONTEXT", so it never touches a
 # cluster other than the kind one.
 #
+# Environment (defaults in brackets): CLUSTER_NAME [kserve-detector],
+# NAMESPACE [kserve-detector], ISVC_NAME / MODEL_NAME [detector],
+# IMAGE [kserve-detector:0.1.0], OVERLAY [kind, or kind-knative with KNATIVE=1],
+# LOCAL_PORT [18080], LOCAL_GRPC_PORT [18081], WAIT_TIMEOUT [600s],
+# DOCKER_BUILD_ARGS, SKIP_BUILD=1, KNATIVE=1, KEDA=1, TEARDOWN=1, DRY_RUN=1,
+# PYTEST [.venv/bin/pytest], ARTIFACTS_DIR [out/kind-e2e], and the *_VERSION pins.
+#
 # Needs: docker, kind (v0.30.0), kubectl, network access to GitHub releases, and
 # the project's virtualenv (make install) for pytest.
 set -euo pipefail
@@ -82,15 +89,26 @@ die() { printf 'kind-e2e: error: %s\n' "$*" >&2; exit 1; }
 is_true() { [[ "$1" == 1 || "$1" == true || "$1" == yes ]]; }
 is_dry_run() { is_true "$DRY_RUN"; }
 
+# The arguments as one line a shell would read back the same way.
+quote_args() {
+    local arg out="" sq="'"
+    for arg in "$@"; do
+        if [[ "$arg" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
+            out="$out $arg"
+        else
+            out="$out '${arg//$sq/$sq\\$sq$sq}'"
+        fi
+    done
+    printf '%s' "${out# }"
+}
+
 # Prints a command, then runs it (dry run: only prints it, on stdout).
 run() {
-    local line
-    line="$(printf '%q ' "$@")"
     if is_dry_run; then
-        printf '+ %s\n' "${line% }"
+        printf '+ %s\n' "$(quote_args "$@")"
         return 0
     fi
-    printf '+ %s\n' "${line% }" >&2
+    printf '+ %s\n' "$(quote_args "$@")" >&2
     "$@"
 }
 
@@ -159,7 +177,7 @@ install_cert_manager() {
 install_knative() {
     log "knative serving $KNATIVE_VERSION + kourier $KOURIER_VERSION"
     k apply -f "$KNATIVE_BASE_URL/serving-crds.yaml"
-    k -n knative-serving wait --for=condition=Established crd/services.serving.knative.dev --timeout=60s 2>/dev/null || true
+    k wait --for=condition=Established crd/services.serving.knative.dev --timeout=60s
     k apply -f "$KNATIVE_BASE_URL/serving-core.yaml"
     k apply -f "$KOURIER_URL"
     k -n knative-serving patch configmap/config-network --type merge \
@@ -180,7 +198,9 @@ install_keda() {
 
 install_kserve() {
     local mode=Standard
-    knative_mode && mode=Knative
+    if knative_mode; then
+        mode=Knative
+    fi
     log "kserve $KSERVE_VERSION (default deployment mode: $mode)"
     # Server-side apply: the CRDs are too large for the last-applied annotation.
     k apply --server-side --force-conflicts -f "$KSERVE_URL"
@@ -212,8 +232,12 @@ cmd_up() {
     need docker kind kubectl
     create_cluster
     install_cert_manager
-    knative_mode && install_knative
-    is_true "$KEDA" && install_keda
+    if knative_mode; then
+        install_knative
+    fi
+    if is_true "$KEDA"; then
+        install_keda
+    fi
     install_kserve
     log "cluster ready: kubectl --context $KUBE_CONTEXT get pods -A"
 }
@@ -294,7 +318,8 @@ predictor_pod() {
     fi
     k_query -n "$NAMESPACE" get pods \
         -l "serving.kserve.io/inferenceservice=$ISVC_NAME,component=predictor" \
-        --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}'
+        --field-selector=status.phase=Running -o jsonpath='{.items[*].metadata.name}' \
+        | awk '{print $1}'
 }
 
 service_port() {
@@ -309,12 +334,12 @@ service_port() {
 port_forward() {
     local target="$1" ports="$2" local_port="${2%%:*}" pid i
     local line
-    line="$(printf '%q ' kubectl --context "$KUBE_CONTEXT" -n "$NAMESPACE" port-forward --address 127.0.0.1 "$target" "$ports")"
+    line="$(quote_args kubectl --context "$KUBE_CONTEXT" -n "$NAMESPACE" port-forward --address 127.0.0.1 "$target" "$ports")"
     if is_dry_run; then
-        printf '+ %s&\n' "$line"
+        printf '+ %s &\n' "$line"
         return 0
     fi
-    printf '+ %s&\n' "$line" >&2
+    printf '+ %s &\n' "$line" >&2
     mkdir -p "$ARTIFACTS_DIR"
     kubectl --context "$KUBE_CONTEXT" -n "$NAMESPACE" port-forward --address 127.0.0.1 \
         "$target" "$ports" >>"$ARTIFACTS_DIR/port-forward.log" 2>&1 &
@@ -416,7 +441,7 @@ on_exit() {
         fi
         if [[ "$COMMAND" == all ]] && is_true "$TEARDOWN"; then
             kind delete cluster --name "$CLUSTER_NAME" || true
-        else
+        elif ((DIAGNOSE == 1)); then
             echo "kind-e2e: failed; the cluster is kept for inspection ($0 down removes it)" >&2
         fi
     fi
@@ -438,7 +463,8 @@ main() {
                 ;;
             *)
                 usage >&2
-                die "unknown argument '$arg'"
+                printf 'kind-e2e: error: unknown argument %s\n' "'$arg'" >&2
+                exit 2
                 ;;
         esac
     done
@@ -448,11 +474,15 @@ main() {
     fi
     if [[ -z "$OVERLAY" ]]; then
         OVERLAY=kind
-        knative_mode && OVERLAY=kind-knative
+        if knative_mode; then
+            OVERLAY=kind-knative
+        fi
     fi
     [[ -d "$ROOT_DIR/manifests/overlays/$OVERLAY" ]] || die "no overlay manifests/overlays/$OVERLAY"
     [[ "${IMAGE##*/}" == *:* ]] || die "IMAGE must carry a tag (name:tag), got '$IMAGE'"
-    is_dry_run && echo "dry run: printing the steps of '$COMMAND'; nothing is executed"
+    if is_dry_run; then
+        echo "dry run: printing the steps of '$COMMAND'; nothing is executed"
+    fi
 
     trap on_exit EXIT
     case "$COMMAND" in
@@ -468,6 +498,7 @@ main() {
                 cmd_down
             fi
             ;;
+        *) die "unknown subcommand '$COMMAND'" ;;
     esac
 }
 

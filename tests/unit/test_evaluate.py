@@ -88,7 +88,7 @@ def test_mean_skips_classes_without_ground_truth():
     assert report.map50 == pytest.approx(0.5)  # (1.0 + 0.0) / 2
 
 
-def test_only_top_max_detections_per_image_count():
+def test_only_top_max_detections_per_image_and_class_count():
     truth = [[(SQUARE, 1)]]
     junk = [([500.0 + i, 500.0, 520.0 + i, 520.0], 0.9, 1) for i in range(3)]
     preds = [[*junk, (SQUARE, 0.1, 1)]]

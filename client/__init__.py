@@ -1,0 +1,65 @@
+"""Client for the object-detection model served by KServe.
+
+One client class per style (:class:`DetectionClient`, :class:`AsyncDetectionClient`),
+three protocols chosen by one argument (``"v1"``, ``"v2"``, ``"grpc"``), typed results,
+and one exception tree rooted at :class:`ClientError`. Never imports torch or kserve.
+
+Example::
+
+    from client import DetectionClient
+
+    with DetectionClient("http://127.0.0.1:8080", model="detector") as client:
+        result = client.detect_one("street.jpg", score_threshold=0.5)
+        for det in result.detections:
+            print(det.label, round(det.score, 2), det.box)
+"""
+
+from __future__ import annotations
+
+from ._async import AsyncDetectionClient
+from ._client import DetectionClient
+from ._config import PROTOCOLS, ClientConfig, Protocol
+from ._exceptions import (
+    BadRequest,
+    ClientError,
+    ConfigError,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    RequestTimeout,
+    ServerError,
+    ServerRejected,
+    ServerUnreachable,
+    Unauthorized,
+    UnreadableInput,
+)
+from ._types import Detection, Health, ImageInput, ImageResult, ModelMetadata, TensorSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROTOCOLS",
+    "AsyncDetectionClient",
+    "BadRequest",
+    "ClientConfig",
+    "ClientError",
+    "ConfigError",
+    "Detection",
+    "DetectionClient",
+    "Health",
+    "ImageInput",
+    "ImageResult",
+    "ModelMetadata",
+    "ModelNotFound",
+    "ModelNotReady",
+    "Overloaded",
+    "Protocol",
+    "RequestTimeout",
+    "ServerError",
+    "ServerRejected",
+    "ServerUnreachable",
+    "TensorSpec",
+    "Unauthorized",
+    "UnreadableInput",
+    "__version__",
+]
