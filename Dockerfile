@@ -9,8 +9,8 @@
 #                    same one is used for both stages. scripts/base-image.sh makes a
 #                    local one (kserve-detector-base:bookworm) where no registry is reachable.
 #   VARIANT          cpu: torch/torchvision from TORCH_INDEX_URL (default PyTorch's CPU
-#                    wheel index; about 1.1 GB image). gpu: the CUDA build from PyPI,
-#                    CUDA libraries included (about 6.4 GB; run with --gpus all).
+#                    wheel index; about 1.5 GB image). gpu: the CUDA build from PyPI,
+#                    CUDA libraries included (about 6.2 GB; run with --gpus all).
 #   TORCH_INDEX_URL  where torch/torchvision come from; empty = the variant's default.
 # Classic builder friendly (no BuildKit features). pip in the builder trusts
 # .build/ca.crt when scripts/image.sh puts the host's CA bundle there; the runtime

@@ -90,7 +90,9 @@ class AsyncDetectionClient:
 
         async def run(start: int, batch: list[ImageInput]) -> list[ImageResult]:
             async with gate:
-                prepared = [prepare(image, start + i) for i, image in enumerate(batch)]
+                # Reading files and encoding pixels would otherwise stall the event loop.
+                prepared = await asyncio.to_thread(
+                    lambda: [prepare(image, start + i) for i, image in enumerate(batch)])
                 return await retry_async(lambda: self._backend.infer(prepared, options),
                                          self.config, self._sleep)
 

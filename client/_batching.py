@@ -13,22 +13,21 @@ from ._types import ImageInput
 __all__ = ["as_image_list", "chunks", "wait_ready_error"]
 
 
-def as_image_list(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
+def as_image_list(images: ImageInput | Iterable[ImageInput]) -> Iterable[Any]:
     """The ``images`` argument as an iterable of single images.
 
     One image (a path, bytes, a PIL image, an ``H x W x 3`` array) becomes a list of one;
     a ``B x H x W x 3`` array becomes ``B`` images; any other iterable is kept lazy.
     """
-    if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)):
-        return [images]  # type: ignore[list-item]
-    ndim = getattr(images, "ndim", None)
+    value: Any = images
+    if isinstance(value, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return [value]
+    ndim = getattr(value, "ndim", None)
     if ndim is not None:
-        return list(images) if ndim == 4 else [images]  # type: ignore[call-overload, list-item]
-    if hasattr(images, "getpixel"):  # a PIL image, without importing PIL
-        return [images]  # type: ignore[list-item]
-    if not isinstance(images, Iterable):
-        return [images]
-    return images
+        return list(value) if ndim == 4 else [value]
+    if hasattr(value, "getpixel") or not isinstance(value, Iterable):
+        return [value]  # a PIL image (checked without importing PIL), or a lone object
+    return value
 
 
 def chunks(items: Iterable[Any], size: int) -> Iterator[tuple[int, list[Any]]]:

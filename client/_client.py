@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -124,8 +125,8 @@ class DetectionClient:
         size = batch_size or self.config.batch_size
         for start, batch in chunks(as_image_list(images), size):
             prepared = [prepare(image, start + i) for i, image in enumerate(batch)]
-            yield from retry_sync(lambda p=prepared: self._backend.infer(p, options),
-                                  self.config, self._sleep)
+            call = functools.partial(self._backend.infer, prepared, options)
+            yield from retry_sync(call, self.config, self._sleep)
 
     def detect_one(
         self,

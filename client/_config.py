@@ -100,12 +100,12 @@ class ClientConfig:
             parts = urlsplit(self.url)
             host = _bracket(parts.hostname or "")
             if parts.port is None:
-                port = 443 if self.uses_tls else 80
+                default_port = 443 if self.uses_tls else 80
             elif parts.port == _KSERVE_HTTP_PORT:
-                port = _KSERVE_GRPC_PORT
+                default_port = _KSERVE_GRPC_PORT
             else:
-                port = parts.port
-            return f"{host}:{port}", self.uses_tls
+                default_port = parts.port
+            return f"{host}:{default_port}", self.uses_tls
         raw = self.grpc_url.strip()
         scheme, _, rest = raw.rpartition("://")
         if scheme in ("grpcs", "https"):
@@ -119,6 +119,7 @@ class ClientConfig:
                 f"grpc_url {raw!r} has an unknown scheme; use host:port or grpcs://host:port"
             )
         parts = urlsplit(f"//{rest.rstrip('/')}")
+        port: int | None
         try:
             port = parts.port
         except ValueError:

@@ -7,6 +7,7 @@ servers expect; BYTES elements carry a 4-byte little-endian length prefix.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,10 +30,14 @@ from ._http import retry_after_seconds
 from ._images import PreparedImage, encoded_batch, pixel_batch
 from ._tensors import INPUT_NAME, OUTPUT_NAMES, array_from_raw, pack_bytes, results_from_outputs
 from ._types import DetectOptions, Health, ImageResult, ModelMetadata, TensorSpec
-from .protos import inference_pb2 as pb
-from .protos import inference_pb2_grpc as pb_grpc
+
+# Imported by name so that type checkers do not descend into untyped generated code.
+pb: Any = importlib.import_module(f"{__package__}.protos.inference_pb2")
+pb_grpc: Any = importlib.import_module(f"{__package__}.protos.inference_pb2_grpc")
 
 __all__ = [
+    "grpc",
+    "pb",
     "channel_options",
     "credentials",
     "error_for_rpc",
@@ -181,7 +186,7 @@ def error_for_rpc(exc: grpc.RpcError, *, what: str, model: str, target: str) -> 
 
 def _retry_after(exc: grpc.RpcError) -> float | None:
     try:
-        trailing = exc.trailing_metadata() or ()  # type: ignore[attr-defined]
+        trailing = exc.trailing_metadata() or ()
     except Exception:  # aio errors raise when no metadata arrived
         return None
     for key, value in trailing:

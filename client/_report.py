@@ -46,7 +46,8 @@ def json_document(model: str, protocol: str, names: Sequence[str],
     return {
         "model": model,
         "protocol": protocol,
-        "images": [{"file": name, **result.to_dict()} for name, result in zip(names, results)],
+        "images": [{"file": name, **result.to_dict()}
+                   for name, result in zip(names, results, strict=True)],
     }
 
 
@@ -65,7 +66,7 @@ def write_csv(path: str, names: Sequence[str], results: Sequence[ImageResult],
     """One row per detection (images without detections have no row)."""
     def rows(writer: Any) -> None:
         writer.writerow(CSV_COLUMNS)
-        for name, result in zip(names, results):
+        for name, result in zip(names, results, strict=True):
             height, width = result.image_size
             for det in result.detections:
                 writer.writerow([name, det.label, det.label_id, f"{det.score:.5f}",

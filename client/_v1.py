@@ -10,7 +10,7 @@ from typing import Any
 from ._exceptions import ServerError
 from ._http import HttpRequest, RestCodec, parse_json
 from ._images import PreparedImage, encoded_batch
-from ._types import DetectOptions, Detection, ImageResult
+from ._types import Detection, DetectOptions, ImageResult
 
 __all__ = ["V1Codec"]
 
@@ -51,9 +51,8 @@ class V1Codec(RestCodec):
             raise ServerError(
                 f"infer: expected {len(images)} predictions from the server, got {count}"
             )
-        return [
-            parse_prediction(item, image.size) for item, image in zip(predictions, images)
-        ]
+        return [parse_prediction(item, image.size)
+                for item, image in zip(predictions, images, strict=True)]
 
 
 def parse_prediction(item: Any, fallback_size: tuple[int, int]) -> ImageResult:

@@ -240,6 +240,9 @@ def _detect(args: argparse.Namespace) -> int:
     from ._report import TableWriter, json_document, write_csv, write_json
     from ._types import ImageResult
 
+    for flag, target in (("--json", args.json), ("--csv", args.csv)):
+        if target and target != "-" and not Path(target).resolve().parent.is_dir():
+            raise ConfigError(f"{flag} {target}: its folder does not exist")
     files = expand_inputs(args.inputs, recursive=args.recursive)
     names = [str(path) for path in files]
     drawings: list[Path] = []

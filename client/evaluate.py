@@ -83,9 +83,15 @@ class Report:
             "map50": self.map50,
             "map50_95": self.map,
             "classes": [
-                {"label_id": c.label_id, "name": c.name, "ap50": c.ap50, "ap50_95": c.ap,
-                 "recall50": c.recall50, "num_ground_truth": c.num_ground_truth,
-                 "num_detections": c.num_detections}
+                {
+                    "label_id": c.label_id,
+                    "name": c.name,
+                    "ap50": c.ap50,
+                    "ap50_95": c.ap,
+                    "recall50": c.recall50,
+                    "num_ground_truth": c.num_ground_truth,
+                    "num_detections": c.num_detections,
+                }
                 for c in self.classes
             ],
             "ignored_labels": list(self.ignored_labels),
@@ -94,16 +100,22 @@ class Report:
     def format(self) -> str:
         """A readable table, one row per class and a mean row."""
         width = max([len("class"), len("mean"), *(len(c.name) for c in self.classes)])
-        head = f"{'class':<{width}}  {'AP@.5':>6}  {'AP@.5:.95':>9}  {'R@.5':>6}  {'GT':>5}  {'det':>5}"
+        head = (
+            f"{'class':<{width}}  {'AP@.5':>6}  {'AP@.5:.95':>9}  {'R@.5':>6}  "
+            f"{'GT':>5}  {'det':>5}"
+        )
         rows = [head, "-" * len(head)]
         for c in self.classes:
-            rows.append(f"{c.name:<{width}}  {c.ap50:6.3f}  {c.ap:9.3f}  {c.recall50:6.3f}  "
-                        f"{c.num_ground_truth:5d}  {c.num_detections:5d}")
+            rows.append(
+                f"{c.name:<{width}}  {c.ap50:6.3f}  {c.ap:9.3f}  {c.recall50:6.3f}  "
+                f"{c.num_ground_truth:5d}  {c.num_detections:5d}"
+            )
         rows.append("-" * len(head))
         gt = sum(c.num_ground_truth for c in self.classes)
         det = sum(c.num_detections for c in self.classes)
-        rows.append(f"{'mean':<{width}}  {self.map50:6.3f}  {self.map:9.3f}  {'':>6}  "
-                    f"{gt:5d}  {det:5d}")
+        rows.append(
+            f"{'mean':<{width}}  {self.map50:6.3f}  {self.map:9.3f}  {'':>6}  {gt:5d}  {det:5d}"
+        )
         rows.append(f"{self.num_images} images")
         return "\n".join(rows)
 
@@ -144,9 +156,7 @@ def average_precision(tp: np.ndarray, num_gt: int) -> float:
     return float(sampled.mean())
 
 
-def _match(
-    det_boxes: np.ndarray, gt_boxes: np.ndarray, threshold: float
-) -> np.ndarray:
+def _match(det_boxes: np.ndarray, gt_boxes: np.ndarray, threshold: float) -> np.ndarray:
     """Greedy COCO matching within one image; detections must be in score order."""
     tp = np.zeros(len(det_boxes), dtype=bool)
     if len(det_boxes) == 0 or len(gt_boxes) == 0:
@@ -180,8 +190,10 @@ def evaluate_detections(
         ValueError: The two sequences differ in length.
     """
     if len(ground_truth) != len(predictions):
-        raise ValueError(f"{len(ground_truth)} ground-truth images but "
-                         f"{len(predictions)} prediction lists; they must pair up")
+        raise ValueError(
+            f"{len(ground_truth)} ground-truth images but "
+            f"{len(predictions)} prediction lists; they must pair up"
+        )
     names = dict(class_names or {})
     gt_labels = sorted({int(lab) for image in ground_truth for _, lab in image})
     pred_labels = {int(lab) for image in predictions for _, _, lab in image}
@@ -191,11 +203,13 @@ def evaluate_detections(
         scores: list[float] = []
         hits: dict[float, list[bool]] = {t: [] for t in IOU_THRESHOLDS}
         num_gt = 0
-        for gts, preds in zip(ground_truth, predictions):
-            gt_boxes = np.array([b for b, lab in gts if int(lab) == label],
-                                dtype=np.float64).reshape(-1, 4)
-            mine = sorted((p for p in preds if int(p[2]) == label),
-                          key=lambda p: -float(p[1]))[:max_detections]
+        for gts, preds in zip(ground_truth, predictions, strict=True):
+            gt_boxes = np.array(
+                [b for b, lab in gts if int(lab) == label], dtype=np.float64
+            ).reshape(-1, 4)
+            mine = sorted((p for p in preds if int(p[2]) == label), key=lambda p: -float(p[1]))[
+                :max_detections
+            ]
             det_boxes = np.array([p[0] for p in mine], dtype=np.float64).reshape(-1, 4)
             num_gt += len(gt_boxes)
             scores.extend(float(p[1]) for p in mine)
@@ -203,18 +217,31 @@ def evaluate_detections(
                 hits[t].extend(_match(det_boxes, gt_boxes, t).tolist())
         # Stable rank: ties keep image order, as COCO's mergesort does.
         order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
-        aps = {t: average_precision(np.asarray(hits[t], dtype=bool)[order], num_gt)
-               for t in IOU_THRESHOLDS}
+        aps = {
+            t: average_precision(np.asarray(hits[t], dtype=bool)[order], num_gt)
+            for t in IOU_THRESHOLDS
+        }
         recall50 = float(np.sum(hits[0.5])) / num_gt if num_gt else 0.0
-        per_class.append(ClassResult(
-            label_id=label, name=names.get(label, str(label)), ap50=aps[0.5],
-            ap=float(np.mean(list(aps.values()))), recall50=recall50,
-            num_ground_truth=num_gt, num_detections=len(scores),
-        ))
+        per_class.append(
+            ClassResult(
+                label_id=label,
+                name=names.get(label, str(label)),
+                ap50=aps[0.5],
+                ap=float(np.mean(list(aps.values()))),
+                recall50=recall50,
+                num_ground_truth=num_gt,
+                num_detections=len(scores),
+            )
+        )
     map50 = float(np.mean([c.ap50 for c in per_class])) if per_class else float("nan")
     map_ = float(np.mean([c.ap for c in per_class])) if per_class else float("nan")
-    return Report(tuple(per_class), map50, map_, len(ground_truth),
-                  tuple(sorted(pred_labels - set(gt_labels))))
+    return Report(
+        tuple(per_class),
+        map50,
+        map_,
+        len(ground_truth),
+        tuple(sorted(pred_labels - set(gt_labels))),
+    )
 
 
 def load_coco(
@@ -258,11 +285,10 @@ def run(
     predictions: list[Sequence[tuple[Box, float, int]]] = []
     with tqdm(total=len(paths), desc="evaluate", unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
+            chunk = paths[start : start + batch_size]
             out = list(detect_fn(chunk))
             if len(out) != len(chunk):
-                raise ValueError(f"detect_fn returned {len(out)} results for "
-                                 f"{len(chunk)} images")
+                raise ValueError(f"detect_fn returned {len(out)} results for {len(chunk)} images")
             predictions.extend(out)
             bar.update(len(chunk))
     return evaluate_detections(truth, predictions, names)

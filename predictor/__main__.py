@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import warnings
 import sys
 from collections.abc import Sequence
 
@@ -65,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds to finish in-flight requests after SIGTERM")
     args = parser.parse_args(argv)
     cfg = from_args(args)
+    # Hostile images make PIL warn (corrupt EXIF, odd palettes); the request gets its
+    # answer either way, and the warnings would flood the log. Filtered here, at the
+    # edge, because catch_warnings() is not thread-safe in the decode threads.
+    warnings.filterwarnings("ignore", module="PIL")
     return serve(cfg, args)
 
 

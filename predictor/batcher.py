@@ -10,6 +10,7 @@ device) fails only the items that cannot succeed. Knows no torch and no KServe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -121,10 +122,8 @@ class Batcher(Generic[T, R]):
         running = list(self._running)  # the worker's finally clears it as it is cancelled
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
         # A batch still running past the timeout is abandoned with the queue: its
         # callers get an answer instead of waiting on futures no one will resolve.
         for item in [*running, *self._queue]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,9 +84,7 @@ def decode_image(data: bytes, limits: ImageLimits, where: str = "image") -> np.n
     if not data:
         raise DecodeError(f"{where}: empty image (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise DecodeError(
             f"{where}: not an image file this server reads ({len(data)} bytes); "
@@ -101,11 +98,9 @@ def decode_image(data: bytes, limits: ImageLimits, where: str = "image") -> np.n
         )
     check_size(img.width, img.height, limits, where)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img.load()
-            # In place: otherwise PIL returns a full copy even when there is nothing to turn.
-            ImageOps.exif_transpose(img, in_place=True)
+        img.load()
+        # In place: otherwise PIL returns a full copy even when there is nothing to turn.
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception as exc:  # truncated data, bad chunks, CRC errors...
         raise DecodeError(f"{where}: truncated or corrupt {img.format} data ({exc})") from exc
     return to_rgb_array(img)

@@ -73,7 +73,8 @@ class LabelMap:
             if isinstance(item, int):
                 if not 0 < item < max(len(self.names), 1):
                     raise ParameterError(
-                        f"classes: id {item} is out of range; valid ids are 1..{len(self.names) - 1}"
+                        f"classes: id {item} is out of range; valid ids are "
+                        f"1..{len(self.names) - 1}"
                     )
                 ids.add(item)
             elif isinstance(item, str):

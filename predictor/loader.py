@@ -81,6 +81,9 @@ def resolve_model_dir(cfg: ModelConfig) -> Path:
                     "(%s)", model_dir, DEMO_MODEL_DIR)
         return DEMO_MODEL_DIR
     if not model_dir.is_dir():
+        if cfg.weights and not model_dir.exists():
+            # --architecture, --num_classes and --weights FILE need no folder at all.
+            return model_dir
         raise LoadError(f"--model_dir {model_dir} is not a folder")
     return model_dir
 
@@ -134,10 +137,11 @@ def _build(architecture: str, kwargs: dict[str, Any], weights: Any = None) -> to
         raise LoadError(f"unknown architecture {architecture!r}; torchvision detection "
                         f"builders are: {', '.join(detection_architectures())}")
     try:
-        return torchvision.models.get_model(architecture, weights=weights,
-                                            weights_backbone=None, **kwargs)
+        module: torch.nn.Module = torchvision.models.get_model(
+            architecture, weights=weights, weights_backbone=None, **kwargs)
     except TypeError as exc:
         raise LoadError(f"cannot build {architecture} with {kwargs}: {exc}") from exc
+    return module
 
 
 def _pretrained(architecture: str, name: str, cfg: ModelConfig) -> LoadedModel:
@@ -209,12 +213,13 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
             raise LoadError(f"{weights_path} is a TorchScript archive, which runs code from the "
                             f"file; pass --allow_torchscript to load it")
         try:
-            module = torch.jit.load(str(weights_path), map_location="cpu")
+            module = torch.jit.load(  # type: ignore[no-untyped-call]
+                str(weights_path), map_location="cpu")
         except Exception as exc:
             raise LoadError(f"{weights_path}: cannot load TorchScript ({exc})") from exc
-        architecture = cfg.architecture or str(config.get("architecture", "torchscript"))
+        scripted_arch = cfg.architecture or str(config.get("architecture", "torchscript"))
         names = labels or [f"class_{i}" for i in range(int(config.get("num_classes", 91)))]
-        return LoadedModel(module, architecture, names, str(weights_path), scripted=True)
+        return LoadedModel(module, scripted_arch, names, str(weights_path), scripted=True)
 
     architecture = cfg.architecture or config.get("architecture")
     if not architecture:

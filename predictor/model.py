@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,39 @@ class Job:
     options: RequestOptions
     v2: InferRequest | None = None
     raw: list[RawDetections] = field(default_factory=list)
+
+
+class _PixelBudget:
+    """Decoded pixels one request may hold (--max_batch_pixels); shared by its decode threads.
+
+    A request's images are all held in memory until its answer is sent, so the batch
+    limit is also the limit of one request; checked as images decode, it bounds the
+    memory a request can take to the limit plus the images being decoded at that moment.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def _error(self, where: str) -> DecodeError:
+        return DecodeError(
+            f"{where}: the request's images add up to more than {self.limit / 1e6:g} megapixels "
+            f"once decoded; the limit is {self.limit / 1e6:g} megapixels per batch "
+            f"(--max_batch_pixels); send fewer or smaller images per request")
+
+    def check(self, where: str) -> None:
+        """Raises when the budget is already spent."""
+        if self.used > self.limit:
+            raise self._error(where)
+
+    def spend(self, pixels: int, where: str) -> None:
+        """Adds one decoded image; raises when the request passes the limit."""
+        with self._lock:
+            self.used += pixels
+            over = self.used > self.limit
+        if over:
+            raise self._error(where)
 
 
 class DetectionModel(Model):  # type: ignore[misc]
@@ -110,9 +144,10 @@ class DetectionModel(Model):  # type: ignore[misc]
 
     # ---- metadata --------------------------------------------------------------
     def get_input_types(self) -> list[dict[str, Any]]:
-        """V2 metadata: one input, encoded files (BYTES) or RGB pixels (UINT8)."""
-        return [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1],
-                 "parameters": {"alternative": "UINT8 [-1, -1, -1, 3] RGB pixels"}}]
+        """V2 metadata: one input of encoded image files."""
+        # The UINT8 [B, H, W, 3] alternative is documented; KServe's gRPC TensorMetadata
+        # has no field to list it here.
+        return [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}]
 
     def get_output_types(self) -> list[dict[str, Any]]:
         """V2 metadata: the five detection outputs."""
@@ -137,10 +172,14 @@ class DetectionModel(Model):  # type: ignore[misc]
             params = grpc_params.to_python(params)
         return Parsed(sources, params)
 
-    def _decode_one(self, source: ImageSource, where: str) -> np.ndarray:
+    def _decode_one(self, source: ImageSource, where: str, budget: _PixelBudget) -> np.ndarray:
+        budget.check(where)  # once the request is over its budget, decode nothing more
         if isinstance(source, np.ndarray):
-            return check_pixels(source, self._limits, where)
-        return decode_image(source, self._limits, where)
+            image = check_pixels(source, self._limits, where)
+        else:
+            image = decode_image(source, self._limits, where)
+        budget.spend(int(image.shape[0] * image.shape[1]), where)
+        return image
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Job:
         """Parses the request and decodes its images in parallel."""
@@ -154,9 +193,10 @@ class DetectionModel(Model):  # type: ignore[misc]
             )
             loop = asyncio.get_running_loop()
             single = len(parsed.sources) == 1
+            budget = _PixelBudget(self.config.limits.max_batch_pixels)
             images = await asyncio.gather(*(
                 loop.run_in_executor(self._decoder, self._decode_one, src,
-                                     "image" if single else f"image {i}")
+                                     "image" if single else f"image {i}", budget)
                 for i, src in enumerate(parsed.sources)
             ))
         except (DecodeError, ParameterError) as exc:

@@ -106,7 +106,9 @@ def split_bytes_tensor(raw: bytes, count: int, where: str) -> list[bytes]:
         out.append(bytes(view[offset:offset + length]))
         offset += length
     if len(out) != count:
-        raise DecodeError(f"{where}: BYTES tensor holds {len(out)} elements; its shape says {count}")
+        raise DecodeError(
+            f"{where}: BYTES tensor holds {len(out)} elements; its shape says {count}"
+        )
     return out
 
 
@@ -170,7 +172,9 @@ def parse_v2_input(
         expected = int(np.prod(shape))
         if raw is not None:
             if len(raw) != expected:
-                raise DecodeError(f"{where}: holds {len(raw)} bytes; shape {shape} needs {expected}")
+                raise DecodeError(
+                    f"{where}: holds {len(raw)} bytes; shape {shape} needs {expected}"
+                )
             array = np.frombuffer(raw, dtype=np.uint8)
         else:
             try:

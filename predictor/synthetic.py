@@ -38,7 +38,6 @@ _MAX_HIDDEN = 0.2
 _PLACEMENT_TRIES = 30
 
 
-
 @dataclass(frozen=True)
 class Scene:
     """One rendered picture with its ground truth.
@@ -62,9 +61,7 @@ def _rng(seed: int | np.random.Generator | Sequence[int]) -> np.random.Generator
     return np.random.default_rng(seed)
 
 
-def random_size(
-    rng: np.random.Generator, low: int = 256, high: int = 480
-) -> tuple[int, int]:
+def random_size(rng: np.random.Generator, low: int = 256, high: int = 480) -> tuple[int, int]:
     """Draw a ``(width, height)`` with each side uniform in ``[low, high]``."""
     w, h = rng.integers(low, high + 1, size=2)
     return int(w), int(h)
@@ -148,8 +145,9 @@ def _shape_mask(
     mask = Image.new("L", (w, h))
     draw = ImageDraw.Draw(mask)
     if CLASSES[label - 1] == "circle":
-        draw.ellipse([float(pts[0, 0]), float(pts[0, 1]), float(pts[1, 0]), float(pts[1, 1])],
-                     fill=255)
+        draw.ellipse(
+            [float(pts[0, 0]), float(pts[0, 1]), float(pts[1, 0]), float(pts[1, 1])], fill=255
+        )
     else:
         draw.polygon([(float(x), float(y)) for x, y in pts], fill=255)
     out = np.asarray(mask) > 0
@@ -278,19 +276,24 @@ def write_dataset(
         image, boxes, labels = make_sample(rng, sample_size(rng, mixed_fraction))
         name = f"{i:06d}.png"
         image.save(images_dir / name)
-        images.append({"id": i, "file_name": name, "width": image.width,
-                       "height": image.height})
-        for box, label in zip(boxes.tolist(), labels.tolist()):
+        images.append({"id": i, "file_name": name, "width": image.width, "height": image.height})
+        for box, label in zip(boxes.tolist(), labels.tolist(), strict=True):
             x1, y1, x2, y2 = box
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": i, "category_id": int(label),
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i,
+                    "category_id": int(label),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
     path = out / "annotations.json"
-    path.write_text(json.dumps(
-        {"images": images, "annotations": annotations, "categories": categories}))
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     return path
 
 
@@ -300,16 +303,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, required=True, help="number of pictures")
     parser.add_argument("--seed", type=int, default=0, help="data set seed")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--mixed-sizes", type=float, default=0.0, metavar="FRACTION",
-                        help="share of pictures with random sides in 256..480 px")
+    parser.add_argument(
+        "--mixed-sizes",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of pictures with random sides in 256..480 px",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     if args.count < 0:
         parser.error("--count must be >= 0")
     if not 0.0 <= args.mixed_sizes <= 1.0:
         parser.error("--mixed-sizes must be between 0 and 1")
-    path = write_dataset(args.out, args.count, args.seed, args.mixed_sizes,
-                         progress=not args.no_progress)
+    path = write_dataset(
+        args.out, args.count, args.seed, args.mixed_sizes, progress=not args.no_progress
+    )
     print(path)
     return 0
 

@@ -91,15 +91,17 @@ def _batches(args: argparse.Namespace, start: int) -> Iterator[Any]:
     if args.workers == 0:
         return (data[k] for k in range(start, args.steps))
     loader = torch.utils.data.DataLoader(
-        data, batch_size=None, sampler=range(start, args.steps), num_workers=args.workers,
-        prefetch_factor=2, persistent_workers=False,
+        data,
+        batch_size=None,
+        sampler=range(start, args.steps),
+        num_workers=args.workers,
+        prefetch_factor=2,
+        persistent_workers=False,
     )
     return iter(loader)
 
 
-def save_model_dir(
-    model: nn.Module, out: Path, model_kwargs: dict[str, Any], half: bool
-) -> Path:
+def save_model_dir(model: nn.Module, out: Path, model_kwargs: dict[str, Any], half: bool) -> Path:
     """Write ``model.safetensors``, ``config.json`` and ``labels.txt`` into ``out``.
 
     With ``half`` floating tensors are stored as float16 (a file half the size); any
@@ -148,8 +150,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=args.lr, total_steps=args.steps, pct_start=args.warmup,
-        div_factor=20.0, final_div_factor=200.0,
+        optimiser,
+        max_lr=args.lr,
+        total_steps=args.steps,
+        pct_start=args.warmup,
+        div_factor=20.0,
+        final_div_factor=200.0,
     )
     start, elapsed = 0, 0.0
     ckpt_path = out / CHECKPOINT
@@ -162,16 +168,26 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         else:
             # A longer run: continue from the reached weights with a fresh, short cycle.
             schedule = torch.optim.lr_scheduler.OneCycleLR(
-                optimiser, max_lr=args.lr, total_steps=args.steps - state["step"],
-                pct_start=args.warmup, div_factor=20.0, final_div_factor=200.0,
+                optimiser,
+                max_lr=args.lr,
+                total_steps=args.steps - state["step"],
+                pct_start=args.warmup,
+                div_factor=20.0,
+                final_div_factor=200.0,
             )
         start, elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
         log.info("resumed from %s at step %d", ckpt_path, start)
 
     began = time.monotonic()
     smooth: float | None = None
-    bar = tqdm(total=args.steps, initial=start, desc="train", unit="step",
-               mininterval=5.0, disable=args.no_progress)
+    bar = tqdm(
+        total=args.steps,
+        initial=start,
+        desc="train",
+        unit="step",
+        mininterval=5.0,
+        disable=args.no_progress,
+    )
     step = start
     for images, targets in _batches(args, start):
         losses = model(images, targets)
@@ -184,23 +200,39 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         step += 1
         value = float(loss.detach())
         smooth = value if smooth is None else 0.95 * smooth + 0.05 * value
-        bar.set_postfix(loss=f"{smooth:.3f}", cls=f"{float(losses['classification'].detach()):.3f}",
-                        box=f"{float(losses['bbox_regression'].detach()):.3f}",
-                        lr=f"{schedule.get_last_lr()[0]:.2e}", refresh=False)
+        bar.set_postfix(
+            loss=f"{smooth:.3f}",
+            cls=f"{float(losses['classification'].detach()):.3f}",
+            box=f"{float(losses['bbox_regression'].detach()):.3f}",
+            lr=f"{schedule.get_last_lr()[0]:.2e}",
+            refresh=False,
+        )
         bar.update(1)
         if step % args.checkpoint_every == 0 or step == args.steps:
             wall = elapsed + time.monotonic() - began
-            _save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                "schedule": schedule.state_dict(), "step": step, "steps": args.steps,
-                "elapsed": wall, "args": {k: str(v) for k, v in vars(args).items()},
-            })
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "step": step,
+                    "steps": args.steps,
+                    "elapsed": wall,
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                },
+            )
             save_model_dir(model, out, MODEL_KWARGS, half=not args.fp32)
             log.info("step %d/%d loss %.4f wall %.0fs", step, args.steps, smooth, wall)
     bar.close()
     wall = elapsed + time.monotonic() - began
-    summary = {"steps": step, "batch_size": args.batch_size, "loss": smooth,
-               "wall_seconds": round(wall, 1), "out": str(out)}
+    summary = {
+        "steps": step,
+        "batch_size": args.batch_size,
+        "loss": smooth,
+        "wall_seconds": round(wall, 1),
+        "out": str(out),
+    }
     (out / "train-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("done: %s", summary)
     return summary
@@ -217,13 +249,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wd", type=float, default=1e-4, help="AdamW weight decay")
     p.add_argument("--warmup", type=float, default=0.15, help="share of steps warming up")
     p.add_argument("--clip", type=float, default=10.0, help="gradient norm clip")
-    p.add_argument("--mixed-sizes", type=float, default=0.3,
-                   help="share of pictures with random sides in 256..480 px")
+    p.add_argument(
+        "--mixed-sizes",
+        type=float,
+        default=0.3,
+        help="share of pictures with random sides in 256..480 px",
+    )
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="data processes drawing batches ahead (0: draw inline)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="data processes drawing batches ahead (0: draw inline)",
+    )
     p.add_argument("--fp32", action="store_true", help="store float32 weights (default fp16)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)

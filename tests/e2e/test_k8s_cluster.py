@@ -41,7 +41,8 @@ def api_client() -> Any:
     except ImportError:
         pytest.skip("the kubernetes package is not installed (pip install kubernetes)")
     try:
-        config.load_kube_config(context=os.environ.get("E2E_KUBE_CONTEXT") or None)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            context=os.environ.get("E2E_KUBE_CONTEXT") or None)
     except Exception as exc:  # ConfigException, missing file, bad context...
         pytest.skip(f"E2E_KUBE=1 but no usable kubeconfig: {exc}")
     api = client.ApiClient()
@@ -59,11 +60,12 @@ def isvc(api_client: Any) -> dict[str, Any]:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        obj: dict[str, Any] = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+        obj = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
             GROUP, VERSION, NAMESPACE, PLURAL, ISVC_NAME)
     except ApiException as exc:
         pytest.fail(f"InferenceService {NAMESPACE}/{ISVC_NAME} not readable: "
                     f"{exc.status} {exc.reason}")
+    assert isinstance(obj, dict)
     return obj
 
 
@@ -75,8 +77,8 @@ def predictor_pods(api_client: Any) -> list[Any]:
     pods = client.CoreV1Api(api_client).list_namespaced_pod(
         NAMESPACE, label_selector=f"serving.kserve.io/inferenceservice={ISVC_NAME}").items
     pods = [p for p in pods
-            if p.metadata.deletion_timestamp is None
-            and any(c.name == CONTAINER for c in p.spec.containers)]
+            if p.metadata is not None and p.metadata.deletion_timestamp is None
+            and p.spec is not None and any(c.name == CONTAINER for c in p.spec.containers)]
     assert pods, f"no predictor pod with a {CONTAINER} container for {NAMESPACE}/{ISVC_NAME}"
     return pods
 
@@ -95,7 +97,8 @@ def _http_port(container: Any) -> int:
 def test_inference_service_is_ready(isvc: dict[str, Any]) -> None:
     conditions = isvc.get("status", {}).get("conditions", [])
     ready = {c["type"]: c for c in conditions}.get("Ready")
-    assert ready is not None and ready["status"] == "True", (
+    assert ready is not None, f"InferenceService {ISVC_NAME} has no Ready condition yet"
+    assert ready["status"] == "True", (
         f"InferenceService {ISVC_NAME} not Ready; conditions: {json.dumps(conditions)}")
 
 
@@ -120,8 +123,8 @@ def test_predictor_runs_as_non_root(predictor_pods: list[Any]) -> None:
         name = pod.metadata.name
         assert effective("run_as_non_root") is True, f"{name}: runAsNonRoot is not set"
         assert effective("run_as_user") not in (0, None), f"{name}: runAsUser is root or unset"
-        assert container_ctx is not None and container_ctx.read_only_root_filesystem, (
-            f"{name}: root filesystem is writable")
+        assert container_ctx is not None, f"{name}: {CONTAINER} has no securityContext"
+        assert container_ctx.read_only_root_filesystem, f"{name}: root filesystem is writable"
         assert container_ctx.allow_privilege_escalation is False, (
             f"{name}: privilege escalation allowed")
 
@@ -132,8 +135,8 @@ def test_predictor_probes_ask_the_model(predictor_pods: list[Any]) -> None:
         container = _container(pod, CONTAINER)
         name = pod.metadata.name
         liveness = container.liveness_probe
-        assert liveness is not None and liveness.http_get is not None, (
-            f"{name}: no HTTP liveness probe")
+        assert liveness is not None, f"{name}: no liveness probe"
+        assert liveness.http_get is not None, f"{name}: liveness is not an HTTP check"
         assert liveness.http_get.path == "/v2/health/live"
         assert liveness.http_get.port in (_http_port(container), "http1")
 

@@ -47,15 +47,15 @@ def pictures() -> list[Any]:
 
 
 def client_for(served_model: Any, protocol: str, **settings: Any) -> DetectionClient:
-    return DetectionClient(served_model.http_url, model=served_model.model_name,
-                           protocol=protocol,  # type: ignore[arg-type]
+    settings.setdefault("model", served_model.model_name)
+    return DetectionClient(served_model.http_url, protocol=protocol,  # type: ignore[arg-type]
                            grpc_url=served_model.grpc_url, timeout=120, **settings)
 
 
 def assert_same(a: ImageResult, b: ImageResult, where: str) -> None:
     assert a.image_size == b.image_size, where
     assert len(a.detections) == len(b.detections), f"{where}: detection counts differ"
-    for x, y in zip(a.detections, b.detections):
+    for x, y in zip(a.detections, b.detections, strict=True):
         assert (x.label, x.label_id) == (y.label, y.label_id), where
         assert x.score == pytest.approx(y.score, abs=1e-3), where
         assert x.box == pytest.approx(y.box, abs=1e-2), where
@@ -75,7 +75,7 @@ def test_all_protocols_give_the_same_detections(answers: dict[str, list[ImageRes
     assert sum(len(r.detections) for r in reference) > 0, "nothing detected; lower THRESHOLD"
     assert [r.image_size for r in reference] == [(240, 320), (211, 300), (256, 256)]
     for protocol in ("v2", "grpc"):
-        for i, (a, b) in enumerate(zip(reference, answers[protocol])):
+        for i, (a, b) in enumerate(zip(reference, answers[protocol], strict=True)):
             assert_same(a, b, f"{protocol} image {i}")
 
 
@@ -88,7 +88,8 @@ def test_boxes_lie_in_the_image_and_scores_are_sorted(
         assert all(s >= THRESHOLD for s in scores)
         for det in result.detections:
             x1, y1, x2, y2 = det.box
-            assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
+            assert 0 <= x1 <= x2 <= width
+            assert 0 <= y1 <= y2 <= height
 
 
 def test_async_client_agrees_with_the_sync_one(
@@ -101,7 +102,7 @@ def test_async_client_agrees_with_the_sync_one(
                                        concurrency=3)
 
     for protocol in ("v2", "grpc"):
-        for i, (a, b) in enumerate(zip(answers[protocol], asyncio.run(run(protocol)))):
+        for i, (a, b) in enumerate(zip(answers[protocol], asyncio.run(run(protocol)), strict=True)):
             assert_same(a, b, f"async {protocol} image {i}")
 
 

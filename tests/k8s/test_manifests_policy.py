@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OVERLAYS, OVERLAYS_DIR, REPO_ROOT
+
+from ._support import OVERLAYS, OVERLAYS_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.k8s
 
@@ -104,7 +105,8 @@ def test_security_context_is_hardened(isvc: dict[str, Any]) -> None:
     ctx = c.get("securityContext", {})
     pod_ctx = isvc["spec"]["predictor"].get("securityContext", {})
     assert ctx.get("runAsNonRoot") is True
-    assert isinstance(ctx.get("runAsUser"), int) and ctx["runAsUser"] > 0
+    assert isinstance(ctx.get("runAsUser"), int)
+    assert ctx["runAsUser"] > 0
     assert ctx.get("readOnlyRootFilesystem") is True
     assert ctx.get("allowPrivilegeEscalation") is False
     assert "ALL" in ctx.get("capabilities", {}).get("drop", [])
@@ -151,8 +153,9 @@ def test_ports_match_server_flags(isvc: dict[str, Any]) -> None:
     for port in ports:
         assert port.get("name") in by_name, (
             f"port name {port.get('name')!r}: KServe/Knative know http1 (REST) and h2c (gRPC)")
-        assert port["containerPort"] == by_name[port["name"]], (
-            f"port {port['name']} is {port['containerPort']}, the server uses {by_name[port['name']]}")
+        wanted = by_name[port["name"]]
+        assert port["containerPort"] == wanted, (
+            f"port {port['name']} is {port['containerPort']}, the server uses {wanted}")
 
 
 def test_deployment_mode_is_a_current_kserve_name(isvc: dict[str, Any]) -> None:
@@ -280,6 +283,9 @@ def test_gpu_overlay_requests_and_uses_a_gpu(all_isvcs: dict[str, dict[str, Any]
     args = flags(c)
     assert args.get("device") == "cuda"
     assert "fp16" in args
+    # The default image carries PyTorch's CPU wheels: on a GPU node it would fail
+    # to find CUDA. The overlay must pick the CUDA build.
+    assert "gpu" in c["image"].rsplit(":", 1)[-1], f"{c['image']} is not the GPU build"
 
 
 def test_grpc_overlay_exposes_h2c_on_the_grpc_port(all_isvcs: dict[str, dict[str, Any]]) -> None:

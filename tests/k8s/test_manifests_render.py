@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MANIFESTS, OVERLAYS, OVERLAYS_DIR, kustomize_command
+
+from ._support import MANIFESTS, OVERLAYS, OVERLAYS_DIR, kustomize_command
 
 pytestmark = pytest.mark.k8s
 

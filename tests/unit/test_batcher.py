@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from predictor.batcher import (
-    BatchStats,
     Batcher,
+    BatchStats,
     DeadlineExceeded,
     QueueFull,
     ShuttingDown,
@@ -97,7 +97,7 @@ def test_a_lone_request_runs_after_the_delay_not_later():
     rec = Recorder()
 
     async def main() -> float:
-        b = Batcher(rec, max_batch_size=8, max_delay_s=0.1)
+        b = Batcher(rec, max_batch_size=8, max_delay_s=0.25)
         start = time.perf_counter()
         await b.submit(["only"])
         elapsed = time.perf_counter() - start
@@ -105,7 +105,7 @@ def test_a_lone_request_runs_after_the_delay_not_later():
         return elapsed
 
     elapsed = run(main())
-    assert 0.09 <= elapsed < 0.6  # generous upper bound: a shared, busy CPU
+    assert 0.24 <= elapsed < 0.75  # at most 3x the delay: slack for a shared, busy CPU
     assert rec.batches == [["only"]]
 
 

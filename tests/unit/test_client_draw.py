@@ -39,7 +39,8 @@ def test_boxes_and_filled_labels_are_drawn_on_a_copy() -> None:
     colour = np.array(color_for("circle"))
     assert np.asarray(image).max() == 128  # the caller's image is untouched
     # The box outline carries the class colour on all four sides.
-    assert (drawn[100, 40] == colour).all() and (drawn[100, 150] == colour).all()
+    assert (drawn[100, 40] == colour).all()
+    assert (drawn[100, 150] == colour).all()
     assert (drawn[140, 90] == colour).all()
     # Inside the box, the picture is unchanged.
     assert (drawn[100, 95] == 128).all()

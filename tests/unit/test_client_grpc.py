@@ -23,10 +23,8 @@ from client import (
     Overloaded,
     ServerUnreachable,
 )
-from client._grpc import channel_options
+from client._grpc import channel_options, pb, pb_grpc
 from client._tensors import pack_bytes, unpack_bytes
-from client.protos import inference_pb2 as pb
-from client.protos import inference_pb2_grpc as pb_grpc
 
 
 def png(width: int = 8, height: int = 6) -> bytes:
@@ -36,7 +34,7 @@ def png(width: int = 8, height: int = 6) -> bytes:
 
 
 @dataclass
-class FakeModel(pb_grpc.GRPCInferenceServiceServicer):
+class FakeModel(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """Answers every image with one 'square' whose score is 0.5 + its index / 100."""
 
     requests: list[Any] = field(default_factory=list)
@@ -136,7 +134,8 @@ def test_pixel_batches_travel_as_uint8(served: tuple[FakeModel, str]) -> None:
     assert model.requests[0].raw_input_contents[0] == pixels.tobytes()
 
 
-def test_token_and_extra_headers_reach_the_server_as_metadata(served: tuple[FakeModel, str]) -> None:
+def test_token_and_extra_headers_reach_the_server_as_metadata(
+        served: tuple[FakeModel, str]) -> None:
     model, target = served
     with grpc_client(target, token="abc", host_header="detector.example.com",
                      headers={"X-Trace": "t1"}) as client:

@@ -285,3 +285,24 @@ def test_pixel_arrays_are_sent_as_png_over_v1() -> None:
         client.detect_one(pixels)
     decoded = np.asarray(Image.open(io.BytesIO(seen[0])))
     assert np.array_equal(decoded, pixels)
+
+
+def test_retry_after_accepts_seconds_and_http_dates_and_is_capped() -> None:
+    import email.utils
+    import time
+
+    from client._http import retry_after_seconds
+
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds("soon") is None
+    in_ten = email.utils.formatdate(time.time() + 10, usegmt=True)
+    assert 8.0 <= (retry_after_seconds(in_ten) or 0) <= 10.0
+    sleeps: list[float] = []
+    answers = iter([httpx.Response(503, headers={"Retry-After": "3600"})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or v1_answer(request)
+
+    with make_client(handler, sleeps, max_backoff=20) as client:
+        client.detect_one(png())
+    assert sleeps == [20.0]

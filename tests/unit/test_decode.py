@@ -165,6 +165,22 @@ def test_cmyk_jpeg_becomes_rgb():
     assert max_diff(out, np.full((16, 16, 3), (255, 0, 0), np.uint8)) <= JPEG_TOLERANCE
 
 
+@pytest.mark.parametrize("fmt", ["BMP", "PNG"])
+def test_one_bit_images_become_black_and_white(fmt):
+    img = Image.new("1", (8, 4), 1)
+    img.paste(0, (0, 0, 4, 4))
+    out = decode_image(encode(img, fmt), LIMITS)
+    assert out[:, :4].max() == 0
+    assert out[:, 4:].min() == 255
+
+
+def test_animated_gif_gives_its_first_frame():
+    frames = [Image.new("RGB", (6, 6), c) for c in ((255, 0, 0), (0, 255, 0))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    out = decode_image(data, LIMITS)
+    assert (out == (255, 0, 0)).all()
+
+
 def test_16_bit_grayscale_png_is_scaled_not_clipped():
     values = np.array([[0, 32768, 65535, 255]], dtype=np.uint16)
     data = encode(Image.fromarray(values), "PNG")

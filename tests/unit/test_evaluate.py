@@ -108,18 +108,28 @@ def test_average_precision_edge_cases():
 
 
 def test_box_iou_known_values():
-    iou = box_iou(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10],
-                                                         [20, 20, 30, 30]]))
+    iou = box_iou(
+        np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])
+    )
     assert iou[0] == pytest.approx([1.0, 1 / 3, 0.0])
 
 
 def test_run_reads_coco_and_calls_detect_fn_in_batches(tmp_path: Path):
     coco = {
-        "images": [{"id": i, "file_name": f"{i:06d}.png", "width": 320, "height": 320}
-                   for i in range(5)],
-        "annotations": [{"id": i + 1, "image_id": i, "category_id": 1 + i % 2,
-                         "bbox": [10.0 + i, 20.0, 30.0, 40.0], "area": 1200.0, "iscrowd": 0}
-                        for i in range(5)],
+        "images": [
+            {"id": i, "file_name": f"{i:06d}.png", "width": 320, "height": 320} for i in range(5)
+        ],
+        "annotations": [
+            {
+                "id": i + 1,
+                "image_id": i,
+                "category_id": 1 + i % 2,
+                "bbox": [10.0 + i, 20.0, 30.0, 40.0],
+                "area": 1200.0,
+                "iscrowd": 0,
+            }
+            for i in range(5)
+        ],
         "categories": [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}],
     }
     ann = tmp_path / "annotations.json"
@@ -140,13 +150,18 @@ def test_run_reads_coco_and_calls_detect_fn_in_batches(tmp_path: Path):
     assert report.map50 == pytest.approx(1.0)
     assert report.map == pytest.approx(1.0)
     table = report.format()
-    assert "circle" in table and "square" in table and "5 images" in table
+    assert "circle" in table
+    assert "square" in table
+    assert "5 images" in table
     assert json.loads(json.dumps(report.to_dict()))["map50"] == pytest.approx(1.0)
 
 
 def test_run_rejects_detect_fn_returning_wrong_count(tmp_path: Path):
     ann = tmp_path / "annotations.json"
-    ann.write_text(json.dumps({"images": [{"id": 0, "file_name": "a.png"}],
-                               "annotations": [], "categories": []}))
+    ann.write_text(
+        json.dumps(
+            {"images": [{"id": 0, "file_name": "a.png"}], "annotations": [], "categories": []}
+        )
+    )
     with pytest.raises(ValueError, match="returned 0 results for 1 images"):
         run(lambda paths: [], tmp_path, ann, progress=False)

@@ -1,0 +1,558 @@
+"""``detect-client bench``: a load generator for a running detection server, any URL.
+
+N concurrent clients each send one request at a time (one image per request by
+default) over V1 JSON (base64), V2 REST with the binary tensor extension (``v2bin``)
+or gRPC, for a fixed duration or a fixed number of requests. Request bodies are built
+once up front, so the generator spends its CPU on the wire rather than on encoding.
+Each cell reports throughput, latency percentiles, detections per image and the
+server's mean batch size (``detector_batch_size`` deltas from its ``/metrics``).
+Never imports torch, kserve or the predictor.
+
+Example::
+
+    detect-client bench --url http://127.0.0.1:8080 --protocols v1,v2bin,grpc \\
+        --clients 1,8 --duration 8 --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BENCH_PROTOCOLS", "CellResult", "Target", "add_arguments", "batch_counters",
+    "format_table", "generated_images", "main", "percentile", "run_cell", "summarize",
+]
+
+BENCH_PROTOCOLS = ("v1", "v2bin", "grpc")
+GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+# Seconds a client pauses after a failed request, so a refusing server is not hammered.
+_ERROR_PAUSE = 0.05
+
+
+class RequestFailed(Exception):
+    """One request did not succeed; the message is the error kind shown in the table."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to send the load."""
+
+    url: str = "http://127.0.0.1:8080"
+    model: str = "detector"
+    grpc_target: str = "127.0.0.1:8081"
+    grpc_tls: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 60.0
+
+
+@dataclass
+class CellResult:
+    """The measured outcome of one (protocol, clients) cell."""
+
+    protocol: str
+    clients: int
+    requests: int
+    images: int
+    errors: int
+    seconds: float
+    req_per_s: float
+    img_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    detections_per_image: float | None
+    mean_batch_size: float | None
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (NaN becomes None)."""
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in asdict(self).items()}
+
+
+# ---- statistics and output ---------------------------------------------------------
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100), interpolating linearly between ranks; NaN if empty."""
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be between 0 and 100, got {q}")
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def summarize(protocol: str, clients: int, latencies_s: Sequence[float], seconds: float, *,
+              images_per_request: int = 1, errors: Mapping[str, int] | None = None,
+              detections: int | None = None, batch: tuple[float, float] | None = None
+              ) -> CellResult:
+    """Builds a cell's result from its successful requests' latencies and its window.
+
+    Args:
+        batch: ``(sum, count)`` deltas of the server's ``detector_batch_size`` histogram.
+    """
+    ok = len(latencies_s)
+    ms = [v * 1000.0 for v in latencies_s]
+    images = ok * images_per_request
+    rate = ok / seconds if seconds > 0 else math.nan
+    mean_batch = batch[0] / batch[1] if batch and batch[1] > 0 else None
+    return CellResult(
+        protocol=protocol, clients=clients, requests=ok, images=images,
+        errors=sum((errors or {}).values()), seconds=seconds,
+        req_per_s=rate, img_per_s=rate * images_per_request,
+        p50_ms=percentile(ms, 50), p95_ms=percentile(ms, 95), p99_ms=percentile(ms, 99),
+        mean_ms=sum(ms) / ok if ok else math.nan,
+        detections_per_image=detections / images if detections is not None and images else None,
+        mean_batch_size=mean_batch, error_kinds=dict(errors or {}),
+    )
+
+
+Column = tuple[str, str, str]  # (key, header, format spec)
+
+CELL_COLUMNS: tuple[Column, ...] = (
+    ("protocol", "protocol", ""), ("clients", "clients", "d"), ("req_per_s", "req/s", ".1f"),
+    ("img_per_s", "img/s", ".1f"), ("p50_ms", "p50 ms", ".1f"), ("p95_ms", "p95 ms", ".1f"),
+    ("p99_ms", "p99 ms", ".1f"), ("mean_batch_size", "batch", ".2f"),
+    ("detections_per_image", "det/img", ".2f"), ("errors", "errors", "d"),
+)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]],
+                 columns: Sequence[Column] = CELL_COLUMNS) -> str:
+    """A plain-text table; missing or None values show as ``-``, text left, numbers right."""
+
+    def cell(row: Mapping[str, Any], key: str, spec: str) -> str:
+        value = row.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        if spec and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return format(value, spec)
+        return str(value)
+
+    body = [[cell(row, key, spec) for key, _, spec in columns] for row in rows]
+    heads = [head for _, head, _ in columns]
+    widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(heads)]
+    numeric = [bool(spec) for _, _, spec in columns]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
+
+    return "\n".join([line(heads), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def batch_counters(metrics_text: str) -> tuple[float, float] | None:
+    """``(sum, count)`` of ``detector_batch_size`` from a Prometheus text page, or None."""
+    found: dict[str, float] = {}
+    for raw in metrics_text.splitlines():
+        name, _, rest = raw.partition(" ")
+        name = name.split("{", 1)[0]
+        if name in ("detector_batch_size_sum", "detector_batch_size_count"):
+            try:
+                found[name] = found.get(name, 0.0) + float(rest.split()[0])
+            except (IndexError, ValueError):
+                continue
+    if len(found) != 2:
+        return None
+    return found["detector_batch_size_sum"], found["detector_batch_size_count"]
+
+
+# ---- images and requests -------------------------------------------------------------
+
+def generated_images(count: int = 8, size: tuple[int, int] = (640, 480), seed: int = 0,
+                     quality: int = 90) -> list[bytes]:
+    """``count`` JPEGs of ``size`` (w, h): gradients with a few filled shapes."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    out = []
+    for _ in range(count):
+        c0, c1 = rng.uniform(0, 255, size=(2, 3))
+        t = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :, None]
+        pixels = np.broadcast_to(c0 * (1 - t) + c1 * t, (h, w, 3))
+        pixels = pixels + rng.normal(0, 8, size=(h, w, 3))
+        img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(1, 5))):
+            side = float(rng.uniform(min(w, h) / 8, min(w, h) / 3))
+            x, y = rng.uniform(0, w - side), rng.uniform(0, h - side)
+            colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+            shape = draw.ellipse if rng.uniform() < 0.5 else draw.rectangle
+            shape([x, y, x + side, y + side], fill=colour)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
+# ---- senders -------------------------------------------------------------------------
+
+Sender = Callable[[int], Any]  # async: request index -> detections in the answer
+
+
+class _HttpSender:
+    """V1 or V2-binary requests, built once by the client's own codecs, on one httpx pool."""
+
+    def __init__(self, target: Target, protocol: str, batches: Sequence[Sequence[Any]],
+                 options: Any, clients: int) -> None:
+        import httpx
+
+        from ._v1 import V1Codec
+        from ._v2rest import V2Codec
+
+        self._httpx = httpx
+        self._client = httpx.AsyncClient(
+            base_url=target.url, timeout=target.timeout, headers=dict(target.headers),
+            limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients))
+        self._codec = (V1Codec if protocol == "v1" else V2Codec)(target.model)
+        self._batches = batches
+        self._requests = [self._codec.infer_request(b, options) for b in batches]
+
+    async def __call__(self, index: int) -> Any:
+        request = self._requests[index % len(self._requests)]
+        try:
+            response = await self._client.post(request.path, content=request.content,
+                                               headers=dict(request.headers))
+        except self._httpx.HTTPError as exc:
+            raise RequestFailed(type(exc).__name__) from exc
+        if response.status_code != 200:
+            raise RequestFailed(f"HTTP {response.status_code}")
+        return index, response
+
+    def detections(self, answer: Any) -> int:
+        """Detections in an answer returned by a call (parsed as the client parses it)."""
+        index, response = answer
+        batch = self._batches[index % len(self._batches)]
+        results = self._codec.infer_response(response.headers, response.content, batch)
+        return sum(len(r.detections) for r in results)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class _GrpcSender:
+    """Pre-serialized ``ModelInfer`` calls on one channel (no per-call request encoding)."""
+
+    def __init__(self, target: Target, batches: Sequence[Sequence[Any]], options: Any) -> None:
+        import grpc
+
+        from . import _grpc
+
+        self._grpc = grpc
+        self._codec = _grpc
+        options_ = [("grpc.max_send_message_length", -1),
+                    ("grpc.max_receive_message_length", -1)]
+        if target.grpc_tls:
+            self._channel = grpc.aio.secure_channel(
+                target.grpc_target, grpc.ssl_channel_credentials(), options=options_)
+        else:
+            self._channel = grpc.aio.insecure_channel(target.grpc_target, options=options_)
+        self._call = self._channel.unary_unary(GRPC_METHOD)
+        self._timeout = target.timeout
+        self._metadata = [(k.lower(), v) for k, v in target.headers.items()
+                          if k.lower() != "host"] or None
+        self._batches = batches
+        self._requests = [_grpc.infer_request(target.model, b, options).SerializeToString()
+                          for b in batches]
+
+    async def __call__(self, index: int) -> Any:
+        try:
+            content = await self._call(self._requests[index % len(self._requests)],
+                                       timeout=self._timeout, metadata=self._metadata)
+        except self._grpc.aio.AioRpcError as exc:
+            raise RequestFailed(f"gRPC {exc.code().name}") from exc
+        return index, content
+
+    def detections(self, answer: Any) -> int:
+        """Detections in an answer returned by a call (parsed as the client parses it)."""
+        from .protos import inference_pb2 as pb
+
+        index, content = answer
+        response = pb.ModelInferResponse.FromString(content)  # type: ignore[attr-defined]
+        results = self._codec.infer_results(response, self._batches[index % len(self._batches)])
+        return sum(len(r.detections) for r in results)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def _make_sender(target: Target, protocol: str, batches: Sequence[Sequence[Any]],
+                 options: Any, clients: int) -> _HttpSender | _GrpcSender:
+    if protocol in ("v1", "v2bin"):
+        return _HttpSender(target, protocol, batches, options, clients)
+    if protocol == "grpc":
+        return _GrpcSender(target, batches, options)
+    raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(BENCH_PROTOCOLS)}")
+
+
+async def _scrape(url: str) -> tuple[float, float] | None:
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(f"{url}/metrics")
+    except httpx.HTTPError:
+        return None
+    return batch_counters(response.text) if response.status_code == 200 else None
+
+
+# ---- one cell ------------------------------------------------------------------------
+
+async def run_cell(target: Target, protocol: str, clients: int, images: Sequence[bytes], *,
+                   duration: float | None = 8.0, requests: int | None = None,
+                   warmup: float = 1.0, images_per_request: int = 1,
+                   score_threshold: float | None = None, metrics: bool = True
+                   ) -> CellResult:
+    """Runs ``clients`` concurrent request loops and measures them.
+
+    With ``duration``, counts the requests that complete in the window of that length
+    starting ``warmup`` seconds in (clients keep sending throughout, so the window sees
+    a steady state). With ``requests``, runs that many requests after the warm-up and
+    divides by the time from the end of the warm-up to the last answer.
+    """
+    if (duration is None) == (requests is None):
+        raise ValueError("give exactly one of duration and requests")
+    if clients < 1 or images_per_request < 1 or not images:
+        raise ValueError("clients and images_per_request must be >= 1, images non-empty")
+    from ._exceptions import ClientError
+    from ._images import prepare
+    from ._types import DetectOptions
+
+    n = images_per_request
+    prepared = [prepare(img, i) for i, img in enumerate(images)]
+    batches = [[prepared[(i * n + j) % len(prepared)] for j in range(n)]
+               for i in range(len(prepared))]
+    sender = _make_sender(target, protocol, batches,
+                          DetectOptions(score_threshold=score_threshold), clients)
+    records: list[tuple[float, float, int, str | None]] = []  # start, end, detections, error
+    begin = time.perf_counter()
+    t0 = begin + warmup
+    t1 = t0 + duration if duration is not None else math.inf
+    left = [requests or 0]
+
+    async def scrape_at(when: float) -> tuple[float, float] | None:
+        await asyncio.sleep(max(0.0, when - time.perf_counter()))
+        return await _scrape(target.url) if metrics else None
+
+    async def loop(k: int) -> None:
+        index = k
+        while True:
+            start = time.perf_counter()
+            if start >= t1:
+                return
+            if requests is not None and start >= t0:
+                if left[0] <= 0:
+                    return
+                left[0] -= 1
+            error: str | None = None
+            found = 0
+            try:
+                response = await sender(index)
+                end = time.perf_counter()
+                found = sender.detections(response)
+            except RequestFailed as exc:
+                end, error = time.perf_counter(), str(exc)
+            except (ClientError, ValueError, KeyError, TypeError) as exc:
+                end, error = time.perf_counter(), f"bad response ({type(exc).__name__})"
+            records.append((start, end, found, error))
+            index += clients
+            if error:
+                await asyncio.sleep(_ERROR_PAUSE)
+
+    try:
+        before = asyncio.ensure_future(scrape_at(t0))
+        after = asyncio.ensure_future(scrape_at(t1)) if duration is not None else None
+        await asyncio.gather(*(loop(k) for k in range(clients)))
+        first = await before
+        last = await after if after is not None else await scrape_at(0.0)
+    finally:
+        await sender.close()
+
+    if duration is not None:
+        counted = [r for r in records if t0 <= r[1] <= t1]
+        seconds = duration
+    else:
+        counted = [r for r in records if r[0] >= t0]
+        seconds = max((r[1] for r in counted), default=t0) - t0
+    errors: dict[str, int] = {}
+    for r in counted:
+        if r[3] is not None:
+            errors[r[3]] = errors.get(r[3], 0) + 1
+    good = [r for r in counted if r[3] is None]
+    batch = (last[0] - first[0], last[1] - first[1]) if first and last else None
+    return summarize(protocol, clients, [r[1] - r[0] for r in good], seconds,
+                     images_per_request=n, errors=errors,
+                     detections=sum(r[2] for r in good), batch=batch)
+
+
+async def wait_ready(target: Target, wait: float = 0.0) -> None:
+    """Raises ServerUnreachable / ModelNotReady unless the model answers ready in time."""
+    import httpx
+
+    from ._exceptions import ModelNotReady, ServerUnreachable
+
+    deadline = time.monotonic() + wait
+    url = f"/v2/models/{target.model}/ready"
+    async with httpx.AsyncClient(base_url=target.url, timeout=10,
+                                 headers=dict(target.headers)) as client:
+        while True:
+            try:
+                response = await client.get(url)
+                if response.status_code == 200:
+                    return
+                problem: Exception = ModelNotReady(
+                    f"model {target.model!r} is not ready at {target.url} "
+                    f"(HTTP {response.status_code})")
+            except httpx.HTTPError as exc:
+                problem = ServerUnreachable(f"cannot reach {target.url}: {exc}")
+            if time.monotonic() >= deadline:
+                raise problem
+            await asyncio.sleep(0.5)
+
+
+# ---- command line --------------------------------------------------------------------
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        try:
+            values = [kind(part.strip()) for part in text.split(",") if part.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"bad list {text!r}: {exc}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("the list is empty")
+        return values
+    return parse
+
+
+def _protocol(text: str) -> str:
+    name = {"v2": "v2bin"}.get(text, text)
+    if name not in BENCH_PROTOCOLS:
+        raise ValueError(f"{text} is not one of {', '.join(BENCH_PROTOCOLS)}")
+    return name
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text} is not a positive integer")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load generator's flags."""
+    parser.add_argument("--url", default=os.environ.get("DETECT_CLIENT_URL",
+                                                         "http://127.0.0.1:8080"),
+                        help="REST base URL (also where /metrics is read)")
+    parser.add_argument("--model", default=os.environ.get("DETECT_CLIENT_MODEL", "detector"))
+    parser.add_argument("--grpc-url", default=None,
+                        help="gRPC host:port (grpcs://host:port for TLS); by default the REST "
+                             "host with port 8081 when the URL uses 8080")
+    parser.add_argument("--token", default=os.environ.get("DETECT_CLIENT_TOKEN"),
+                        help="bearer token")
+    parser.add_argument("--host-header", default=None, help="Host header for an ingress")
+    parser.add_argument("--protocols", type=_csv(_protocol), default=list(BENCH_PROTOCOLS),
+                        help="comma-separated: v1, v2bin, grpc (default: all)")
+    parser.add_argument("--clients", type=_csv(_positive), default=[1, 8],
+                        help="comma-separated concurrency levels (default 1,8)")
+    parser.add_argument("--duration", type=float, default=8.0,
+                        help="measured seconds per cell (default 8)")
+    parser.add_argument("--requests", type=_positive, default=None,
+                        help="measure this many requests per cell instead of a duration")
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="seconds of unmeasured load before each cell (default 1)")
+    parser.add_argument("--images", nargs="+", default=None, metavar="PATH",
+                        help="image files or folders to send (default: generated JPEGs)")
+    parser.add_argument("--image-size", default="640x480",
+                        help="WxH of generated images (default 640x480)")
+    parser.add_argument("--images-per-request", type=_positive, default=1)
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="score_threshold request parameter (default: the server's)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    parser.add_argument("--no-metrics", action="store_true",
+                        help="do not read the server's /metrics for the mean batch size")
+    parser.add_argument("--out", default=None, help="write the results as JSON to this file")
+
+
+def _load_images(args: argparse.Namespace) -> list[bytes]:
+    from ._exceptions import ConfigError
+    from ._files import expand_inputs
+
+    if args.images:
+        return [path.read_bytes() for path in expand_inputs(args.images)]
+    try:
+        w, h = (int(v) for v in args.image_size.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--image-size {args.image_size!r}: give WxH like 640x480") from None
+    return generated_images(8, (w, h))
+
+
+async def _run_all(args: argparse.Namespace, target: Target, images: list[bytes]
+                   ) -> list[CellResult]:
+    await wait_ready(target)
+    results = []
+    for clients in args.clients:
+        for protocol in args.protocols:
+            print(f"bench: {protocol} x {clients} client(s)...", file=sys.stderr, flush=True)
+            result = await run_cell(
+                target, protocol, clients, images,
+                duration=None if args.requests else args.duration, requests=args.requests,
+                warmup=args.warmup, images_per_request=args.images_per_request,
+                score_threshold=args.score_threshold, metrics=not args.no_metrics)
+            print(f"bench: {protocol} x {clients}: {result.img_per_s:.1f} img/s, "
+                  f"p50 {result.p50_ms:.1f} ms, {result.errors} error(s)",
+                  file=sys.stderr, flush=True)
+            results.append(result)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``detect-client bench``: prints the table; exit status 1 when any request failed."""
+    from ._config import ClientConfig
+
+    parser = argparse.ArgumentParser(
+        prog="detect-client bench",
+        description="Load-test a running detection server: throughput, latency "
+                    "percentiles and mean batch size per protocol and concurrency.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    config = ClientConfig(url=args.url, model=args.model, grpc_url=args.grpc_url,
+                          token=args.token, host_header=args.host_header, timeout=args.timeout)
+    grpc_target, tls = config.grpc_target()
+    target = Target(url=config.url, model=config.model, grpc_target=grpc_target, grpc_tls=tls,
+                    headers=config.auth_headers(), timeout=config.timeout)
+    images = _load_images(args)
+    results = asyncio.run(_run_all(args, target, images))
+    print(format_table([r.to_dict() for r in results]))
+    if args.out:
+        doc = {"url": target.url, "model": target.model, "images": len(images),
+               "images_per_request": args.images_per_request,
+               "cells": [r.to_dict() for r in results]}
+        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    failed = sum(r.errors for r in results)
+    if failed:
+        kinds: dict[str, int] = {}
+        for r in results:
+            for k, v in r.error_kinds.items():
+                kinds[k] = kinds.get(k, 0) + v
+        print(f"detect-client bench: {failed} request(s) failed: "
+              + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())), file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,230 @@
+"""``python -m predictor.bench``: the raw model, a plain KServe predictor and ours, one run.
+
+CPU, the defaults (about 3 minutes; the trained demo detector when present)::
+
+    python -m predictor.bench --out bench.json
+
+GPU (random weights; the same table at 1, 8 and 32 clients)::
+
+    python -m predictor.bench --architecture fasterrcnn_resnet50_fpn_v2 --device cuda \\
+        --fp16 --out bench-gpu.json
+
+Every cell runs a warm-up, then a fixed duration; servers are started on free
+127.0.0.1 ports and stopped after their cells. Our server is started once per
+``--max_batch_size`` under test (by default the number of clients, up to the largest
+``--batch-sizes``), and compared with the raw loop at that batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client.bench import CellResult, Target, run_cell
+
+from . import raw as rawloop
+from . import servers
+from .report import RawResult, build_rows, format_report, goals
+
+log = logging.getLogger("predictor.bench")
+
+SYSTEMS = ("raw", "plain", "ours")
+
+
+def _ints(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,8,32, got {text}")
+    return values
+
+
+def _names(allowed: Sequence[str]) -> Any:
+    def parse(text: str) -> list[str]:
+        values = [{"v2": "v2bin"}.get(v.strip(), v.strip()) for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text}")
+        return values
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags."""
+    p = argparse.ArgumentParser(prog="python -m predictor.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = p.add_argument_group("model")
+    m.add_argument("--weights", choices=("auto", "demo", "random"), default="auto",
+                   help="auto: the trained demo detector when present (and the architecture "
+                        "is its own), else random weights")
+    m.add_argument("--architecture", default=None,
+                   help="torchvision builder for random weights (default "
+                        f"{rawloop.DEMO_ARCHITECTURE})")
+    m.add_argument("--num_classes", type=int, default=91,
+                   help="classes of a random-weights model, background included (default 91)")
+    m.add_argument("--model_dir", default=None, help="benchmark this model folder instead")
+    m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    m.add_argument("--fp16", action="store_true", help="fp16 autocast on CUDA (all systems)")
+    r = p.add_argument_group("run")
+    r.add_argument("--systems", type=_names(SYSTEMS), default=list(SYSTEMS),
+                   help="which of raw, plain, ours to measure (default all)")
+    r.add_argument("--batch-sizes", type=_ints, default=[1, 8, 32],
+                   help="raw loop batch sizes (default 1,8,32)")
+    r.add_argument("--clients", type=_ints, default=None,
+                   help="concurrent clients (default 1,8 on CPU, 1,8,32 on CUDA)")
+    r.add_argument("--protocols", type=_names(("v1", "v2bin", "grpc")),
+                   default=["v1", "v2bin", "grpc"], help="ours: v1, v2bin, grpc (default all)")
+    r.add_argument("--max-batch-size", type=int, default=None,
+                   help="one server with this --max_batch_size for every cell (default: one "
+                        "server per client count, max batch = clients)")
+    r.add_argument("--duration", type=float, default=8.0, help="measured seconds per cell")
+    r.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per cell")
+    r.add_argument("--raw-duration", type=float, default=5.0,
+                   help="seconds per raw batch size")
+    r.add_argument("--images", type=int, default=16, help="distinct pictures (default 16)")
+    r.add_argument("--image-size", default="640x480", help="WxH (default 640x480)")
+    r.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra flag for our server, e.g. --server-arg=--decode_threads=1")
+    r.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment for both servers, e.g. OMP_NUM_THREADS=1")
+    r.add_argument("--log-dir", default=None, help="keep the servers' logs here")
+    r.add_argument("--out", default=None, help="write the results as JSON here")
+    return p
+
+
+def synthetic_jpegs(count: int, size: tuple[int, int], seed: int = 2024) -> list[bytes]:
+    """The demo's synthetic pictures (shapes the demo detector finds), as JPEG files."""
+    from ..synthetic import make_sample
+
+    out = []
+    for i in range(count):
+        image, _, _ = make_sample(np.random.default_rng([seed, i]), size)
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def _device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def _cells(target: Target, system: str, protocols: Sequence[str], clients: Sequence[int],
+           images: list[bytes], args: argparse.Namespace, batch: int) -> list[CellResult]:
+    out = []
+    for n in clients:
+        for protocol in protocols:
+            cell = asyncio.run(run_cell(target, protocol, n, images, duration=args.duration,
+                                        warmup=args.warmup))
+            log.info("%s %s x %d clients (max batch %d): %.1f img/s, p50 %.0f ms, p99 %.0f ms, "
+                     "mean batch %s, %d errors", system, protocol, n, batch, cell.img_per_s,
+                     cell.p50_ms, cell.p99_ms,
+                     "-" if cell.mean_batch_size is None else f"{cell.mean_batch_size:.2f}",
+                     cell.errors)
+            out.append(cell)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the benchmark; exit status 1 when any request failed."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    import torch
+
+    started = time.monotonic()
+    device = _device(args.device)
+    clients = args.clients or ([1, 8] if device == "cpu" else [1, 8, 32])
+    w, h = (int(v) for v in args.image_size.lower().split("x"))
+    env = dict(kv.split("=", 1) for kv in args.server_env)
+    for key, value in env.items():
+        os.environ.setdefault(key, value)  # the raw loop runs under the same settings
+    server_batch = {n: args.max_batch_size or min(n, max(args.batch_sizes)) for n in clients}
+    raw_sizes = sorted(set(args.batch_sizes) | set(server_batch.values()))
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        log_dir = Path(args.log_dir) if args.log_dir else Path(tmp) / "logs"
+        choice = rawloop.choose_model(Path(tmp), args.weights, args.architecture,
+                                      args.num_classes, args.model_dir)
+        log.info("model %s, weights %s, device %s%s; %d pictures %dx%d", choice.architecture,
+                 choice.weights, device, " fp16" if args.fp16 else "", args.images, w, h)
+        images = synthetic_jpegs(args.images, (w, h))
+        cuda = ["--device", device] + (["--fp16"] if args.fp16 else [])
+        raw: list[RawResult] = []
+        plain: list[CellResult] = []
+        ours: list[tuple[int, CellResult]] = []
+
+        if "raw" in args.systems:
+            log.info("raw loop: batch sizes %s, %.0f s each", raw_sizes, args.raw_duration)
+            raw = rawloop.measure(choice.model_dir, images, raw_sizes, device=device,
+                                  fp16=args.fp16, duration=args.raw_duration)
+            if device == "cuda":
+                torch.cuda.empty_cache()  # the model is gone; leave the servers the memory
+        if "plain" in args.systems:
+            log.info("plain KServe predictor: starting")
+            server = servers.start("predictor.bench.plain",
+                                   ["--model_dir", str(choice.model_dir), *cuda], log_dir,
+                                   env=env)
+            try:
+                target = Target(url=server.url, grpc_target=server.grpc_target)
+                plain = _cells(target, "plain", ["v1"], clients, images, args, 1)
+            finally:
+                server.stop()
+        if "ours" in args.systems:
+            for batch in sorted(set(server_batch.values())):
+                group = [n for n in clients if server_batch[n] == batch]
+                log.info("our predictor, --max_batch_size %d: starting", batch)
+                flags = ["--model_dir", str(choice.model_dir), *cuda, "--max_batch_size",
+                         str(batch), "--warmup_batch_sizes", f"1,{batch}", *args.server_arg]
+                server = servers.start("predictor", flags, log_dir, env=env)
+                try:
+                    target = Target(url=server.url, grpc_target=server.grpc_target)
+                    ours += [(batch, c) for c in _cells(target, "ours", args.protocols, group,
+                                                         images, args, batch)]
+                finally:
+                    server.stop()
+
+        rows = build_rows(raw, plain, ours)
+        checked = goals(rows)
+        first = raw[0] if raw else None
+        meta = {
+            "architecture": choice.architecture, "weights": choice.weights,
+            "model_dir": str(choice.model_dir), "device": device, "fp16": args.fp16,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "images": args.images, "image_size": f"{w}x{h}",
+            "image_source": "predictor.synthetic, JPEG q90", "score_threshold": 0.5,
+            "detections_per_image": first.detections_per_image if first else None,
+            "model_detections_per_image": first.model_detections_per_image if first else None,
+            "duration_s": args.duration, "warmup_s": args.warmup, "clients": clients,
+            "protocols": args.protocols, "server_batch": server_batch,
+            "server_args": args.server_arg, "server_env": env,
+            "total_seconds": round(time.monotonic() - started, 1),
+        }
+        print(format_report(meta, rows, checked))
+        if args.out:
+            doc = {"meta": meta, "raw": [r.to_dict() for r in raw],
+                   "plain": [c.to_dict() for c in plain],
+                   "ours": [{"max_batch_size": b, **c.to_dict()} for b, c in ours],
+                   "rows": rows, "goals": checked}
+            Path(args.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+            log.info("wrote %s", args.out)
+        log.info("done in %.0f s", time.monotonic() - started)
+    return 1 if any(r.get("errors") for r in rows) else 0

@@ -1,0 +1,90 @@
+"""Starts and stops the servers under test as subprocesses on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A running model server."""
+
+    proc: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        """REST base URL."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """gRPC ``host:port``."""
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the server's log."""
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL if it does not leave in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def start(module: str, args: Sequence[str], log_dir: Path, *, model_name: str = "detector",
+          env: Mapping[str, str] | None = None, timeout: float = 300.0) -> ServerProcess:
+    """Runs ``python -m module --model_name ... --http_port ... --grpc_port ... *args``.
+
+    Returns once ``/v2/models/{model_name}/ready`` answers 200; raises RuntimeError with
+    the log's tail when the process exits or does not get ready in ``timeout`` seconds.
+    """
+    import httpx
+
+    http_port, grpc_port = free_port(), free_port()
+    command = [sys.executable, "-m", module, "--model_name", model_name,
+               "--http_port", str(http_port), "--grpc_port", str(grpc_port), *args]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{module.rsplit('.', 1)[-1]}-{http_port}.log"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env=full_env)
+    server = ServerProcess(proc, http_port, grpc_port, log_path)
+    ready = f"{server.url}/v2/models/{model_name}/ready"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{module} exited with {proc.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(ready, timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"{module} not ready after {timeout:.0f} s:\n{server.log_tail()}")

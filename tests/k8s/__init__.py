@@ -1,0 +1,1 @@
+"""Manifest, schema and deployment-script checks (no cluster needed)."""

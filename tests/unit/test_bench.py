@@ -1,0 +1,245 @@
+"""The benchmark's plumbing: statistics, output shapes, and a tiny run against the server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client import bench
+from client.bench import CellResult, Target
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---- statistics -------------------------------------------------------------------------
+
+def test_percentile_matches_numpy_linear_interpolation() -> None:
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 100):
+        values = rng.exponential(10.0, size=n).tolist()
+        for q in (0, 50, 95, 99, 100):
+            assert bench.percentile(values, q) == pytest.approx(np.percentile(values, q))
+
+
+def test_percentile_small_cases_and_bad_input() -> None:
+    assert bench.percentile([4.0, 1.0, 3.0, 2.0], 50) == pytest.approx(2.5)
+    assert bench.percentile([5.0], 99) == 5.0
+    assert math.isnan(bench.percentile([], 50))
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        bench.percentile([1.0], 101)
+
+
+def test_summarize_rates_latencies_batches_and_detections() -> None:
+    cell = bench.summarize("v2bin", 8, [0.1, 0.2, 0.3, 0.4], 2.0, images_per_request=2,
+                           errors={"HTTP 503": 1}, detections=16, batch=(30.0, 5.0))
+    assert cell.requests == 4
+    assert cell.images == 8
+    assert cell.errors == 1
+    assert cell.req_per_s == pytest.approx(2.0)
+    assert cell.img_per_s == pytest.approx(4.0)
+    assert cell.p50_ms == pytest.approx(250.0)
+    assert cell.mean_ms == pytest.approx(250.0)
+    assert cell.mean_batch_size == pytest.approx(6.0)
+    assert cell.detections_per_image == pytest.approx(2.0)
+    assert cell.error_kinds == {"HTTP 503": 1}
+
+
+def test_summarize_without_successes_has_no_latencies_but_stays_json_ready() -> None:
+    cell = bench.summarize("grpc", 1, [], 1.0, errors={"gRPC UNAVAILABLE": 3}, detections=0,
+                           batch=(0.0, 0.0))
+    doc = cell.to_dict()
+    assert doc["p50_ms"] is None
+    assert doc["mean_batch_size"] is None
+    assert doc["errors"] == 3
+    assert doc["img_per_s"] == 0.0
+    json.dumps(doc, allow_nan=False)
+
+
+def test_batch_counters_reads_the_histogram_sum_and_count() -> None:
+    text = "\n".join([
+        "# HELP detector_batch_size Images per batch run by the model",
+        "# TYPE detector_batch_size histogram",
+        'detector_batch_size_bucket{le="1.0"} 3.0',
+        'detector_batch_size_bucket{le="+Inf"} 10.0',
+        "detector_batch_size_count 10.0",
+        "detector_batch_size_sum 42.0",
+        "detector_batch_size_created 1.7e+09",
+        "request_preprocess_seconds_sum 1.5",
+    ])
+    assert bench.batch_counters(text) == (42.0, 10.0)
+    assert bench.batch_counters("request_preprocess_seconds_sum 1.5\n") is None
+
+
+# ---- output shapes -------------------------------------------------------------------
+
+def _cell(protocol: str, clients: int, img_per_s: float) -> CellResult:
+    return bench.summarize(protocol, clients, [0.05] * 10, 10.0 / img_per_s, detections=20,
+                           batch=(80.0, 10.0))
+
+
+def test_format_table_has_a_header_a_rule_and_one_aligned_line_per_row() -> None:
+    rows = [_cell("v1", 1, 12.5).to_dict(), {**_cell("grpc", 8, 80.0).to_dict(),
+                                             "mean_batch_size": None}]
+    lines = bench.format_table(rows).splitlines()
+    assert len(lines) == 4
+    assert lines[0].split()[:4] == ["protocol", "clients", "req/s", "img/s"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert lines[2].split()[:4] == ["v1", "1", "12.5", "12.5"]
+    assert lines[3].split()[7] == "-"  # a missing mean batch size shows as a dash
+    # Numbers are right-aligned: every row's img/s column ends at the same place.
+    end = lines[0].index("img/s") + len("img/s")
+    assert all(line[end - 1] != " " for line in lines[2:])
+
+
+def test_report_ratios_and_goals() -> None:
+    from predictor.bench.report import RawResult, build_rows, format_report, goals
+
+    raw = [RawResult(b, 5, 1.0, ips, 10, 11, 12, 2.0, 2.5)
+           for b, ips in ((1, 20.0), (8, 40.0))]
+    plain = [_cell("v1", 1, 10.0), _cell("v1", 8, 25.0)]
+    ours = [(1, _cell("v2bin", 1, 18.0)), (8, _cell("v2bin", 8, 38.0)),
+            (8, _cell("v1", 8, 30.0))]
+    rows = build_rows(raw, plain, ours)
+    assert [r["system"] for r in rows] == ["raw"] * 2 + ["plain"] * 2 + ["ours"] * 3
+    headline = rows[5]
+    assert headline["x_raw"] == pytest.approx(38.0 / 40.0)
+    assert headline["x_plain"] == pytest.approx(38.0 / 25.0)
+    checked = goals(rows)
+    assert [g["met"] for g in checked] == [True, True]
+    assert goals(build_rows(raw, plain, [(8, _cell("v2bin", 8, 30.0))]))[0]["met"] is False
+    meta = {"architecture": "ssdlite320_mobilenet_v3_large", "weights": "random (seed 0)",
+            "device": "cpu", "torch_threads": 2, "images": 16, "image_size": "640x480",
+            "image_source": "synthetic", "score_threshold": 0.5,
+            "detections_per_image": 2.0, "model_detections_per_image": 2.5}
+    text = format_report(meta, rows, checked)
+    assert "weights: random (seed 0)" in text
+    assert "0.95 (target >= 0.9) met" in text
+    json.dumps({"rows": rows, "goals": checked}, allow_nan=False)
+
+
+# ---- runs ----------------------------------------------------------------------------
+
+def test_client_bench_imports_neither_torch_nor_kserve_nor_the_predictor() -> None:
+    code = ("import sys, client.bench as b; b.generated_images(1, (64, 48)); "
+            "bad = [m for m in ('torch', 'kserve', 'predictor') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_generated_images_are_jpegs_of_the_requested_size() -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    images = bench.generated_images(2, (64, 48))
+    assert len(images) == 2
+    assert images[0] != images[1]
+    with Image.open(BytesIO(images[0])) as img:
+        assert img.format == "JPEG"
+        assert img.size == (64, 48)
+
+
+def test_run_cell_counts_failures_when_nothing_listens() -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    target = Target(url=f"http://127.0.0.1:{port}", grpc_target=f"127.0.0.1:{port}",
+                    timeout=5)
+    images = bench.generated_images(1, (32, 32))
+    cell = asyncio.run(bench.run_cell(target, "v2bin", 2, images, duration=None, requests=3,
+                                      warmup=0, metrics=False))
+    assert cell.requests == 0
+    assert cell.errors == 3
+    assert cell.error_kinds == {"ConnectError": 3}
+
+
+def test_cli_bench_against_a_dead_url_exits_unreachable(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from client.cli import main
+    from tests.conftest import free_port
+
+    status = main(["bench", "--url", f"http://127.0.0.1:{free_port()}", "--requests", "1"])
+    assert status == 3
+    assert "cannot reach" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_load_generator_against_the_real_server(served_model, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    picture = tmp_path / "picture.jpg"
+    picture.write_bytes(bench.generated_images(1, (160, 120))[0])
+    status = bench.main([
+        "--url", served_model.http_url, "--grpc-url", served_model.grpc_url,
+        "--protocols", "v1,v2bin,grpc", "--clients", "2", "--requests", "5", "--warmup", "0",
+        "--images", str(picture), "--score-threshold", "0.05", "--out", str(out),
+    ])
+    assert status == 0
+    doc = json.loads(out.read_text())
+    cells = doc["cells"]
+    assert [c["protocol"] for c in cells] == ["v1", "v2bin", "grpc"]
+    for cell in cells:
+        assert cell["requests"] == 5
+        assert cell["images"] == 5
+        assert cell["errors"] == 0
+        assert cell["img_per_s"] > 0
+        assert cell["p50_ms"] <= cell["p99_ms"]
+        # Every image went through the batcher, in batches of 1 or 2.
+        assert 1.0 <= cell["mean_batch_size"] <= 2.0
+        assert cell["detections_per_image"] is not None
+    # The three protocols send the same picture to the same model: the same detections.
+    assert len({round(c["detections_per_image"], 3) for c in cells}) == 1
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("protocol")
+    assert len(table) == 5
+
+
+def test_plain_predictor_answers_in_the_v1_format(random_model_dir: Path) -> None:
+    import base64
+
+    from predictor.bench.plain import PlainDetector
+
+    model = PlainDetector("detector", str(random_model_dir), device="cpu", score_threshold=0.0)
+    assert model.load()
+    assert model.ready
+    jpeg = bench.generated_images(1, (96, 64))[0]
+    out = model.predict({"instances": [{"image_bytes": {"b64": base64.b64encode(jpeg).decode()}}]})
+    (prediction,) = out["predictions"]
+    assert prediction["image_size"] == [64, 96]
+    for det in prediction["detections"]:
+        assert set(det) == {"box", "score", "label", "label_id"}
+        assert det["label"] == model.labels[det["label_id"]]
+
+
+def test_raw_loop_measures_each_batch_size(random_model_dir: Path) -> None:
+    from predictor.bench import raw
+
+    images = bench.generated_images(2, (96, 64))
+    (result,) = raw.measure(random_model_dir, images, [2], device="cpu", duration=0.0,
+                            min_iterations=1)
+    assert result.batch == 2
+    assert result.iterations == 1
+    assert result.img_per_s == pytest.approx(2 / result.seconds)
+    assert 0 <= result.detections_per_image <= result.model_detections_per_image
+
+
+def test_synthetic_jpegs_have_the_asked_size() -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    from predictor.bench.run import synthetic_jpegs
+
+    (data,) = synthetic_jpegs(1, (80, 60))
+    with Image.open(BytesIO(data)) as img:
+        assert img.size == (80, 60)
+        assert img.format == "JPEG"
