@@ -34,9 +34,9 @@ ARG TORCH_INDEX_URL=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_DEFAULT_TIMEOUT=180
-# The glob lets the build go on where no CA bundle was supplied (pyproject.toml is
-# only there so that the COPY always has one source).
-COPY pyproject.toml .build/ca.cr[t] /tmp/build/
+# The glob lets the build go on where no CA bundle was supplied; py.typed (an empty,
+# never-changing file) only gives the COPY one source that always exists.
+COPY predictor/py.typed .build/ca.cr[t] /tmp/build/
 COPY --from=requirements /requirements.txt /tmp/build/requirements.txt
 RUN set -eu; \
     if [ -f /tmp/build/ca.crt ]; then export PIP_CERT=/tmp/build/ca.crt; fi; \

@@ -25,6 +25,9 @@ run: install  ## serve the detector on 127.0.0.1:$(HTTP_PORT) (HTTP) and $(GRPC_
 	$(BIN)/python -m predictor --model_name $(MODEL_NAME) --model_dir $(MODEL_DIR) \
 		--http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT) $(ARGS)
 
+demo: install  ## detections on fresh synthetic pictures, drawn as PNGs under out/demo/
+	$(BIN)/python scripts/demo.py --url http://127.0.0.1:$(HTTP_PORT)
+
 test: install  ## everything that runs on a machine without Docker engine, cluster or GPU
 	$(BIN)/python -m pytest tests -m "not container" $(PYTEST_ARGS)
 
@@ -34,8 +37,20 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test-k8s: install
-	$(BIN)/python -m pytest tests/k8s $(PYTEST_ARGS)
+test-k8s: install  ## manifests, CRD schema, scripts: no cluster needed
+	$(BIN)/python -m pytest -m k8s tests/k8s $(PYTEST_ARGS)
+
+kind-up:  ## kind cluster + cert-manager + KServe (Standard mode)
+	scripts/kind-e2e.sh up
+
+deploy:  ## build the image, load it into kind, apply manifests/overlays/kind, wait Ready
+	scripts/kind-e2e.sh deploy
+
+e2e:  ## port-forward the predictor and run tests/e2e against it
+	scripts/kind-e2e.sh e2e
+
+kind-down:  ## delete the kind cluster
+	scripts/kind-e2e.sh down
 
 lint: install
 	$(BIN)/ruff check predictor client tests

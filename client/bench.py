@@ -24,7 +24,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,18 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "BENCH_PROTOCOLS", "CellResult", "Target", "add_arguments", "batch_counters",
-    "format_table", "generated_images", "main", "percentile", "run_cell", "summarize",
+    "BENCH_PROTOCOLS", "SERVER_METRICS", "CellResult", "Target", "add_arguments",
+    "format_table", "generated_images", "main", "metric_totals", "percentile", "run_cell",
+    "summarize",
 ]
 
 BENCH_PROTOCOLS = ("v1", "v2bin", "grpc")
 GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+# Server counters read from /metrics before and after a cell (the detector's own
+# histograms, and the process CPU time prometheus_client exports on Linux).
+SERVER_METRICS = ("detector_batch_size_sum", "detector_batch_size_count",
+                  "detector_inference_seconds_sum", "detector_queue_wait_seconds_sum",
+                  "detector_queue_wait_seconds_count", "process_cpu_seconds_total")
 # Seconds a client pauses after a failed request, so a refusing server is not hammered.
 _ERROR_PAUSE = 0.05
 
@@ -76,6 +83,9 @@ class CellResult:
     mean_ms: float
     detections_per_image: float | None
     mean_batch_size: float | None
+    model_busy: float | None = None
+    queue_wait_ms: float | None = None
+    server_cpu: float | None = None
     error_kinds: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,18 +111,26 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def summarize(protocol: str, clients: int, latencies_s: Sequence[float], seconds: float, *,
               images_per_request: int = 1, errors: Mapping[str, int] | None = None,
-              detections: int | None = None, batch: tuple[float, float] | None = None
+              detections: int | None = None, server: Mapping[str, float] | None = None
               ) -> CellResult:
     """Builds a cell's result from its successful requests' latencies and its window.
 
     Args:
-        batch: ``(sum, count)`` deltas of the server's ``detector_batch_size`` histogram.
+        server: How much each of :data:`SERVER_METRICS` grew during the window; gives
+            the mean batch size, the share of the window the model was running
+            (``model_busy``), the mean queue wait and the CPU cores the server used.
     """
     ok = len(latencies_s)
     ms = [v * 1000.0 for v in latencies_s]
     images = ok * images_per_request
     rate = ok / seconds if seconds > 0 else math.nan
-    mean_batch = batch[0] / batch[1] if batch and batch[1] > 0 else None
+    d = server or {}
+
+    def per(num: str, den: str | None, scale: float = 1.0) -> float | None:
+        if num not in d or (den is not None and not d.get(den)):
+            return None
+        return d[num] / (d[den] if den else seconds) * scale if seconds > 0 else None
+
     return CellResult(
         protocol=protocol, clients=clients, requests=ok, images=images,
         errors=sum((errors or {}).values()), seconds=seconds,
@@ -120,7 +138,12 @@ def summarize(protocol: str, clients: int, latencies_s: Sequence[float], seconds
         p50_ms=percentile(ms, 50), p95_ms=percentile(ms, 95), p99_ms=percentile(ms, 99),
         mean_ms=sum(ms) / ok if ok else math.nan,
         detections_per_image=detections / images if detections is not None and images else None,
-        mean_batch_size=mean_batch, error_kinds=dict(errors or {}),
+        mean_batch_size=per("detector_batch_size_sum", "detector_batch_size_count"),
+        model_busy=per("detector_inference_seconds_sum", None),
+        queue_wait_ms=per("detector_queue_wait_seconds_sum",
+                          "detector_queue_wait_seconds_count", 1000.0),
+        server_cpu=per("process_cpu_seconds_total", None),
+        error_kinds=dict(errors or {}),
     )
 
 
@@ -130,6 +153,7 @@ CELL_COLUMNS: tuple[Column, ...] = (
     ("protocol", "protocol", ""), ("clients", "clients", "d"), ("req_per_s", "req/s", ".1f"),
     ("img_per_s", "img/s", ".1f"), ("p50_ms", "p50 ms", ".1f"), ("p95_ms", "p95 ms", ".1f"),
     ("p99_ms", "p99 ms", ".1f"), ("mean_batch_size", "batch", ".2f"),
+    ("model_busy", "busy", ".0%"), ("server_cpu", "cpu", ".2f"),
     ("detections_per_image", "det/img", ".2f"), ("errors", "errors", "d"),
 )
 
@@ -158,20 +182,20 @@ def format_table(rows: Sequence[Mapping[str, Any]],
     return "\n".join([line(heads), line(["-" * w for w in widths]), *map(line, body)])
 
 
-def batch_counters(metrics_text: str) -> tuple[float, float] | None:
-    """``(sum, count)`` of ``detector_batch_size`` from a Prometheus text page, or None."""
+def metric_totals(metrics_text: str, names: Sequence[str] = SERVER_METRICS
+                  ) -> dict[str, float]:
+    """The values of the named unlabelled samples in a Prometheus text page (labelled
+    samples of one name are summed); names absent from the page are left out."""
     found: dict[str, float] = {}
-    for raw in metrics_text.splitlines():
-        name, _, rest = raw.partition(" ")
+    for line in metrics_text.splitlines():
+        name, _, rest = line.partition(" ")
         name = name.split("{", 1)[0]
-        if name in ("detector_batch_size_sum", "detector_batch_size_count"):
+        if name in names:
             try:
                 found[name] = found.get(name, 0.0) + float(rest.split()[0])
             except (IndexError, ValueError):
                 continue
-    if len(found) != 2:
-        return None
-    return found["detector_batch_size_sum"], found["detector_batch_size_count"]
+    return found
 
 
 # ---- images and requests -------------------------------------------------------------
@@ -204,9 +228,6 @@ def generated_images(count: int = 8, size: tuple[int, int] = (640, 480), seed: i
 
 
 # ---- senders -------------------------------------------------------------------------
-
-Sender = Callable[[int], Any]  # async: request index -> detections in the answer
-
 
 class _HttpSender:
     """V1 or V2-binary requests, built once by the client's own codecs, on one httpx pool."""
@@ -258,13 +279,10 @@ class _GrpcSender:
 
         self._grpc = grpc
         self._codec = _grpc
-        options_ = [("grpc.max_send_message_length", -1),
-                    ("grpc.max_receive_message_length", -1)]
-        if target.grpc_tls:
-            self._channel = grpc.aio.secure_channel(
-                target.grpc_target, grpc.ssl_channel_credentials(), options=options_)
-        else:
-            self._channel = grpc.aio.insecure_channel(target.grpc_target, options=options_)
+        opts = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        self._channel = (
+            grpc.aio.secure_channel(target.grpc_target, grpc.ssl_channel_credentials(), opts)
+            if target.grpc_tls else grpc.aio.insecure_channel(target.grpc_target, opts))
         self._call = self._channel.unary_unary(GRPC_METHOD)
         self._timeout = target.timeout
         self._metadata = [(k.lower(), v) for k, v in target.headers.items()
@@ -303,15 +321,15 @@ def _make_sender(target: Target, protocol: str, batches: Sequence[Sequence[Any]]
     raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(BENCH_PROTOCOLS)}")
 
 
-async def _scrape(url: str) -> tuple[float, float] | None:
+async def _scrape(target: Target) -> dict[str, float] | None:
     import httpx
 
     try:
-        async with httpx.AsyncClient(timeout=10) as client:
-            response = await client.get(f"{url}/metrics")
+        async with httpx.AsyncClient(timeout=10, headers=dict(target.headers)) as client:
+            response = await client.get(f"{target.url}/metrics")
     except httpx.HTTPError:
         return None
-    return batch_counters(response.text) if response.status_code == 200 else None
+    return metric_totals(response.text) if response.status_code == 200 else None
 
 
 # ---- one cell ------------------------------------------------------------------------
@@ -348,9 +366,9 @@ async def run_cell(target: Target, protocol: str, clients: int, images: Sequence
     t1 = t0 + duration if duration is not None else math.inf
     left = [requests or 0]
 
-    async def scrape_at(when: float) -> tuple[float, float] | None:
+    async def scrape_at(when: float) -> dict[str, float] | None:
         await asyncio.sleep(max(0.0, when - time.perf_counter()))
-        return await _scrape(target.url) if metrics else None
+        return await _scrape(target) if metrics else None
 
     async def loop(k: int) -> None:
         index = k
@@ -392,68 +410,49 @@ async def run_cell(target: Target, protocol: str, clients: int, images: Sequence
     else:
         counted = [r for r in records if r[0] >= t0]
         seconds = max((r[1] for r in counted), default=t0) - t0
-    errors: dict[str, int] = {}
-    for r in counted:
-        if r[3] is not None:
-            errors[r[3]] = errors.get(r[3], 0) + 1
+    errors = Counter(r[3] for r in counted if r[3] is not None)
     good = [r for r in counted if r[3] is None]
-    batch = (last[0] - first[0], last[1] - first[1]) if first and last else None
+    server = ({k: last[k] - first[k] for k in last if k in first}
+              if first is not None and last is not None else None)
     return summarize(protocol, clients, [r[1] - r[0] for r in good], seconds,
                      images_per_request=n, errors=errors,
-                     detections=sum(r[2] for r in good), batch=batch)
+                     detections=sum(r[2] for r in good), server=server)
 
 
-async def wait_ready(target: Target, wait: float = 0.0) -> None:
-    """Raises ServerUnreachable / ModelNotReady unless the model answers ready in time."""
+async def wait_ready(target: Target) -> None:
+    """Raises ServerUnreachable or ModelNotReady unless the model answers ready."""
     import httpx
 
     from ._exceptions import ModelNotReady, ServerUnreachable
 
-    deadline = time.monotonic() + wait
-    url = f"/v2/models/{target.model}/ready"
-    async with httpx.AsyncClient(base_url=target.url, timeout=10,
-                                 headers=dict(target.headers)) as client:
-        while True:
-            try:
-                response = await client.get(url)
-                if response.status_code == 200:
-                    return
-                problem: Exception = ModelNotReady(
-                    f"model {target.model!r} is not ready at {target.url} "
-                    f"(HTTP {response.status_code})")
-            except httpx.HTTPError as exc:
-                problem = ServerUnreachable(f"cannot reach {target.url}: {exc}")
-            if time.monotonic() >= deadline:
-                raise problem
-            await asyncio.sleep(0.5)
+    try:
+        async with httpx.AsyncClient(base_url=target.url, timeout=10,
+                                     headers=dict(target.headers)) as client:
+            response = await client.get(f"/v2/models/{target.model}/ready")
+    except httpx.HTTPError as exc:
+        raise ServerUnreachable(f"cannot reach {target.url}: {exc}") from None
+    if response.status_code != 200:
+        raise ModelNotReady(f"model {target.model!r} is not ready at {target.url} "
+                            f"(HTTP {response.status_code})")
 
 
 # ---- command line --------------------------------------------------------------------
 
-def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
-    def parse(text: str) -> list[Any]:
-        try:
-            values = [kind(part.strip()) for part in text.split(",") if part.strip()]
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"bad list {text!r}: {exc}") from None
-        if not values:
-            raise argparse.ArgumentTypeError("the list is empty")
-        return values
-    return parse
-
-
-def _protocol(text: str) -> str:
-    name = {"v2": "v2bin"}.get(text, text)
-    if name not in BENCH_PROTOCOLS:
-        raise ValueError(f"{text} is not one of {', '.join(BENCH_PROTOCOLS)}")
-    return name
-
-
 def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"{text} is not a positive integer")
-    return value
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _protocols(text: str) -> list[str]:
+    names = [{"v2": "v2bin"}.get(v.strip(), v.strip()) for v in text.split(",") if v.strip()]
+    if not names or any(n not in BENCH_PROTOCOLS for n in names):
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(BENCH_PROTOCOLS)}; got {text}")
+    return names
+
+
+def _clients(text: str) -> list[int]:
+    return [_positive(v) for v in text.split(",") if v.strip()] or [_positive(text)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -468,9 +467,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=os.environ.get("DETECT_CLIENT_TOKEN"),
                         help="bearer token")
     parser.add_argument("--host-header", default=None, help="Host header for an ingress")
-    parser.add_argument("--protocols", type=_csv(_protocol), default=list(BENCH_PROTOCOLS),
+    parser.add_argument("--protocols", type=_protocols, default=list(BENCH_PROTOCOLS),
                         help="comma-separated: v1, v2bin, grpc (default: all)")
-    parser.add_argument("--clients", type=_csv(_positive), default=[1, 8],
+    parser.add_argument("--clients", type=_clients, default=[1, 8],
                         help="comma-separated concurrency levels (default 1,8)")
     parser.add_argument("--duration", type=float, default=8.0,
                         help="measured seconds per cell (default 8)")
@@ -546,13 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                "images_per_request": args.images_per_request,
                "cells": [r.to_dict() for r in results]}
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    failed = sum(r.errors for r in results)
-    if failed:
-        kinds: dict[str, int] = {}
-        for r in results:
-            for k, v in r.error_kinds.items():
-                kinds[k] = kinds.get(k, 0) + v
-        print(f"detect-client bench: {failed} request(s) failed: "
+    kinds = sum((Counter(r.error_kinds) for r in results), Counter[str]())
+    if kinds:
+        print(f"detect-client bench: {sum(kinds.values())} request(s) failed: "
               + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())), file=sys.stderr)
         return 1
     return 0

@@ -36,6 +36,7 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
     from .loader import LoadError
     from .metrics import Metrics
     from .model import DetectionModel
+    from .shutdown import GracefulShutdown
 
     if args.workers != 1:
         print("--workers must be 1: one process owns the model and its batcher; scale with "
@@ -55,6 +56,7 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
                  on_disconnect=lambda: metrics.reject("client_disconnected"))
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
                          enable_grpc=args.enable_grpc, grace_period=args.grace_period)
+    GracefulShutdown(server, model, args.grace_period).install()
     server.start([model])
     return 0
 

@@ -29,9 +29,13 @@ log = logging.getLogger(__name__)
 class QueueFull(Exception):
     """The queue has no room; try again after ``retry_after`` seconds."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int, *, by: str = "count",
+                 queued: int = 0, limit: int = 0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.by = by  # "count" (items) or "cost" (summed item cost)
+        self.queued = queued
+        self.limit = limit
 
 
 class DeadlineExceeded(Exception):
@@ -151,9 +155,10 @@ class Batcher(Generic[T, R]):
             self.start()
         if self._queue and len(self._queue) + len(payloads) > self.max_queue_size:
             raise QueueFull(
-                f"server busy: {len(self._queue)} images queued, the limit is "
-                f"{self.max_queue_size} (--max_queue_size)",
-                self.retry_after(),
+                f"server busy: {len(self._queue)} items queued, the limit is "
+                f"{self.max_queue_size}",
+                self.retry_after(), by="count", queued=len(self._queue),
+                limit=self.max_queue_size,
             )
         costs = [self._cost(p) for p in payloads]
         if (self._queue and self.max_queue_cost is not None
@@ -161,7 +166,8 @@ class Batcher(Generic[T, R]):
             raise QueueFull(
                 f"server busy: the queued work ({self._queued_cost}) would pass the limit "
                 f"({self.max_queue_cost})",
-                self.retry_after(),
+                self.retry_after(), by="cost", queued=self._queued_cost,
+                limit=self.max_queue_cost,
             )
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout_s if timeout_s else math.inf

@@ -40,7 +40,7 @@ from .detections import (
     select,
 )
 from .encode import V2_OUTPUTS, to_v1, to_v2
-from .engine import Engine
+from .engine import Engine, OutOfMemory
 from .errors import InternalError, Overloaded, ShuttingDownError, TimedOut
 from .metrics import Metrics
 from .payload import INPUT_NAME, ImageSource, Parsed, parse_v1, parse_v2_input
@@ -211,7 +211,14 @@ class DetectionModel(Model):  # type: ignore[misc]
             job.raw = await self.batcher.submit(job.images, timeout)
         except batching.QueueFull as exc:
             self._reject("overloaded")
-            raise Overloaded(str(exc), retry_after=exc.retry_after) from exc
+            if exc.by == "cost":
+                msg = (f"server busy: queued images hold {exc.queued / 1e6:.0f} megapixels; "
+                       f"the limit is {exc.limit / 1e6:.0f} (4 x --max_batch_pixels)")
+            else:
+                msg = (f"server busy: {exc.queued} images queued; the limit is {exc.limit} "
+                       f"(--max_queue_size)")
+            raise Overloaded(f"{msg}; retry after {exc.retry_after} s",
+                             retry_after=exc.retry_after) from exc
         except batching.DeadlineExceeded as exc:
             self._reject("timeout")
             raise TimedOut(f"{exc} (--request_timeout_ms "
@@ -219,6 +226,13 @@ class DetectionModel(Model):  # type: ignore[misc]
         except batching.ShuttingDown as exc:
             self._reject("shutting_down")
             raise ShuttingDownError(str(exc), retry_after=1) from exc
+        except OutOfMemory as exc:
+            # The batcher already retried in smaller batches: this image fails even alone.
+            self._reject("out_of_memory")
+            log.warning("request failed: %s", exc)
+            raise Overloaded(
+                "an image of this request does not fit in the device's memory, even in a "
+                "batch of its own; send smaller images (or lower --max_image_pixels)") from exc
         except Exception as exc:
             log.exception("inference failed")
             raise InternalError("inference failed; the server log has the details") from exc

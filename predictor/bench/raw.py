@@ -89,8 +89,13 @@ def _percentile_ms(values: Sequence[float], q: float) -> float:
 
 def measure(model_dir: Path, images: Sequence[bytes], batch_sizes: Sequence[int], *,
             device: str = "auto", fp16: bool = False, duration: float = 5.0,
-            min_iterations: int = 3, score_threshold: float = 0.5) -> list[RawResult]:
-    """Images/s of the bare model at each batch size (one warm-up call each, not timed)."""
+            min_iterations: int = 2, warmup_calls: int = 3, score_threshold: float = 0.5
+            ) -> list[RawResult]:
+    """Images/s of the bare model at each batch size.
+
+    ``warmup_calls`` untimed calls at batch 1 come first (they pay for kernel selection
+    and allocations), then one untimed call at each batch size.
+    """
     from PIL import Image
 
     dev = pick_device(device)
@@ -110,12 +115,14 @@ def measure(model_dir: Path, images: Sequence[bytes], batch_sizes: Sequence[int]
             torch.cuda.synchronize()
         return list(out)
 
+    for _ in range(warmup_calls):
+        call(tensors[:1])
     results = []
     for size in batch_sizes:
         batch = [tensors[i % len(tensors)] for i in range(size)]
         call(batch)
         times: list[float] = []
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         found = kept = 0
         while len(times) < min_iterations or time.perf_counter() - start < duration:
             t = time.perf_counter()
@@ -124,11 +131,12 @@ def measure(model_dir: Path, images: Sequence[bytes], batch_sizes: Sequence[int]
             found += sum(len(o["scores"]) for o in outputs)
             kept += sum(int((o["scores"] >= score_threshold).sum()) for o in outputs)
         total = sum(times)
+        cpu = (time.process_time() - cpu_start) / (time.perf_counter() - start)
         seen = size * len(times)
         results.append(RawResult(
             batch=size, iterations=len(times), seconds=total, img_per_s=seen / total,
             p50_ms=_percentile_ms(times, 50), p95_ms=_percentile_ms(times, 95),
             p99_ms=_percentile_ms(times, 99), detections_per_image=kept / seen,
-            model_detections_per_image=found / seen))
+            model_detections_per_image=found / seen, cpu=cpu))
         log.info("raw batch %d: %.1f img/s (%d calls)", size, seen / total, len(times))
     return results

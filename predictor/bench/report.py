@@ -20,7 +20,8 @@ COLUMNS = (
     ("system", "system", ""), ("protocol", "protocol", ""), ("clients", "clients", "d"),
     ("batch", "max batch", "d"), ("req_per_s", "req/s", ".1f"), ("img_per_s", "img/s", ".1f"),
     ("p50_ms", "p50 ms", ".1f"), ("p95_ms", "p95 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"),
-    ("mean_batch_size", "mean batch", ".2f"), ("detections_per_image", "det/img", ".2f"),
+    ("mean_batch_size", "mean batch", ".2f"), ("model_busy", "busy", ".0%"),
+    ("server_cpu", "cpu", ".2f"), ("detections_per_image", "det/img", ".2f"),
     ("errors", "errors", "d"), ("x_raw", "x raw", ".2f"), ("x_plain", "x plain", ".2f"),
 )
 
@@ -38,6 +39,7 @@ class RawResult:
     p99_ms: float
     detections_per_image: float
     model_detections_per_image: float
+    cpu: float | None = None  # CPU cores the loop used (process time / wall time)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -64,6 +66,7 @@ def build_rows(raw: Sequence[RawResult], plain: Sequence[CellResult],
         rows.append({"system": "raw", "protocol": "-", "batch": r.batch,
                      "img_per_s": r.img_per_s, "p50_ms": r.p50_ms, "p95_ms": r.p95_ms,
                      "p99_ms": r.p99_ms, "mean_batch_size": float(r.batch),
+                     "model_busy": 1.0, "server_cpu": r.cpu,
                      "detections_per_image": r.detections_per_image, "errors": 0,
                      "x_raw": 1.0})
     for c in plain:
@@ -105,6 +108,8 @@ def format_report(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
         f"(model output before that cut: {_fmt(meta.get('model_detections_per_image'))})",
         "raw: the model on preloaded tensors (latency = one batch call); plain: KServe "
         "custom predictor, sync predict, V1 JSON; ours: python -m predictor",
+        "busy: share of the window the model was running (from /metrics); cpu: CPU cores "
+        "the server process (raw: the loop) used",
         "",
         format_table(rows, COLUMNS),
     ]

@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for our server, e.g. --server-arg=--decode_threads=1")
     r.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="environment for both servers, e.g. OMP_NUM_THREADS=1")
+                   help="environment for both servers, e.g. MALLOC_ARENA_MAX=2")
+    r.add_argument("--torch-threads", type=int, default=None,
+                   help="torch intra-op threads for the raw loop and both servers (sets "
+                        "OMP_NUM_THREADS for the servers); default: torch's own choice")
     r.add_argument("--log-dir", default=None, help="keep the servers' logs here")
     r.add_argument("--out", default=None, help="write the results as JSON here")
     return p
@@ -154,8 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     clients = args.clients or ([1, 8] if device == "cpu" else [1, 8, 32])
     w, h = (int(v) for v in args.image_size.lower().split("x"))
     env = dict(kv.split("=", 1) for kv in args.server_env)
-    for key, value in env.items():
-        os.environ.setdefault(key, value)  # the raw loop runs under the same settings
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+        env["OMP_NUM_THREADS"] = str(args.torch_threads)
     server_batch = {n: args.max_batch_size or min(n, max(args.batch_sizes)) for n in clients}
     raw_sizes = sorted(set(args.batch_sizes) | set(server_batch.values()))
 

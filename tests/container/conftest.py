@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from ._docker import (
+    BUILD_TIMEOUT_S,
+    DEMO_MODEL_DIR,
     HARDENED,
     HOW_TO_RUN,
     Container,
@@ -26,8 +28,19 @@ from ._docker import (
     running,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO_MODEL_DIR = REPO / "predictor" / "demo_model"
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """An uncached image build takes minutes: give these tests more than the usual limit.
+
+    Only where pytest-timeout is installed (its marker is unknown otherwise).
+    """
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S + 600))
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,8 @@ MAX_BODY = 2_000_000
 MAX_PIXELS = 1_000_000
 MAX_IMAGES = 8
 MAX_BATCH_PIXELS = 2_500_000
+# Raised so a 50,000 x 50,000 bomb meets the megapixel limit rather than the side limit.
+MAX_SIDE = 65_000
 # What a response must never show: a traceback, or where the server's code lives.
 LEAKS = ("Traceback", "/work", "site-packages", '.py"', 'File "', "/tmp/")
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
@@ -71,6 +73,23 @@ def png_header_only(width: int, height: int) -> bytes:
             + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b""))
 
 
+def png_zero_bomb(width: int, height: int) -> bytes:
+    """A real grayscale PNG of ``width`` x ``height`` black pixels: tiny, until decoded."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    packer = zlib.compressobj(9)
+    row = b"\0" * (width + 1)  # filter byte, then the row
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat)
+            + png_chunk(b"IEND", b""))
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def png_text_bomb() -> bytes:
     """A 30x20 PNG with a zTXt chunk that inflates to 16 MB of text."""
     good = picture((30, 20))
@@ -93,6 +112,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, random_model_dir: Path) -> 
                        "--max_image_pixels", str(MAX_PIXELS),
                        "--max_images_per_request", str(MAX_IMAGES),
                        "--max_batch_pixels", str(MAX_BATCH_PIXELS),
+                       "--max_image_side", str(MAX_SIDE),
                        "--max_batch_size", "4")
     yield srv
     print(f"\n[hostile inputs] distinct hostile requests sent: {len(SENT)}")
@@ -267,6 +287,7 @@ def test_unparseable_json_is_a_400(http: httpx.Client, text: bytes) -> None:
 
 def test_paths_and_urls_never_reach_the_filesystem(http: httpx.Client, server: Server) -> None:
     # Nothing in a request names a file the server opens: a path is just bad base64.
+    assert server.model_dir is not None
     for body in ({"instances": [{"image_bytes": "/etc/passwd"}]},
                  {"instances": [{"image_bytes": {"uri": "file:///etc/passwd"}}]},
                  {"instances": [{"image": {"b64": "file:///etc/passwd"}}]},
@@ -468,9 +489,32 @@ def test_pixel_limits_are_checked_from_the_header(http: httpx.Client, stub: Any,
                 "--max_image_pixels")
     err = grpc_error(stub, grpc_request(raw=[prefixed(over)]))
     assert "--max_image_pixels" in (err.details() or "")
-    check_error(post_raw(http, png_header_only(20_000, 8)), 400, "--max_image_side")
+    check_error(post_raw(http, png_header_only(MAX_SIDE + 1, 8)), 400, "--max_image_side")
     check_error(post_json(http, V2, _v2("UINT8", [1, 1001, 1000, 3], [0])), 400,
                 "--max_image_pixels")
+    assert_ready(server)
+
+
+def test_decompression_bombs_are_refused_without_memory_growth(http: httpx.Client, stub: Any,
+                                                               server: Server) -> None:
+    declared = png_header_only(50_000, 50_000)  # 7.5 GB of RGB declared in 100 bytes
+    real = png_zero_bomb(10_000, 10_000)  # 100 MB of pixels in about 100 kB
+    assert len(declared) < 200
+    assert len(real) < 200_000
+    flag = "--max_image_pixels"
+    check_error(post_raw(http, real), 400, flag)  # first one: lazy allocations settle
+    before = rss_mb(server.proc.pid)
+    for _ in range(7):
+        check_error(post_raw(http, real), 400, "10000x10000", flag)
+        check_error(post_json(http, V1, {"instances": [{"b64": b64(declared)}]}), 400,
+                    "50000x50000", "2500.0 megapixels", flag)
+    for bomb in (declared, real) * 3:
+        err = grpc_error(stub, grpc_request(raw=[prefixed(bomb)]))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert flag in (err.details() or "")
+    growth = rss_mb(server.proc.pid) - before
+    print(f"\n[bombs] 20 bombs refused; server RSS growth {growth:.1f} MB")
+    assert growth < 8, f"the server grew by {growth:.0f} MB refusing bombs"
     assert_ready(server)
 
 

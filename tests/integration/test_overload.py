@@ -37,8 +37,8 @@ pytestmark = pytest.mark.integration
 V1 = "/v1/models/detector:predict"
 THRESHOLD = 0.05
 CLIENTS = 64
-VALID = 48
-INVALID = 352
+VALID = 64
+INVALID = 336
 RSS_BOUND_MB = 300
 
 
@@ -194,8 +194,9 @@ def tight_servers(tmp_path_factory: pytest.TempPathFactory, random_model_dir: Pa
                    for name, extra in flags.items()}
         servers = {name: f.result() for name, f in futures.items()}
     yield servers
-    for srv in servers.values():
-        assert srv.stop() == 0, srv.log()[-3000:]
+    with ThreadPoolExecutor(2) as pool:
+        codes = dict(zip(servers, pool.map(Server.stop, servers.values()), strict=True))
+    assert codes == {name: 0 for name in servers}, codes
 
 
 def grpc_infer_request(image: bytes) -> Any:
@@ -207,6 +208,7 @@ def grpc_infer_request(image: bytes) -> Any:
     return req
 
 
+@pytest.mark.slow  # starts two servers of its own
 def test_flood_on_a_small_queue_gets_503_with_retry_after(tight_servers: dict[str, Server]
                                                           ) -> None:
     server = tight_servers["small_queue"]
@@ -261,9 +263,9 @@ def test_flood_on_a_small_queue_gets_503_with_retry_after(tight_servers: dict[st
     for r in refused:
         assert int(r.headers["retry-after"]) >= 1
         assert "--max_queue_size" in r.json()["error"]
-    for i, r in rest:  # each admitted request got its own picture's answer
-        if isinstance(r, httpx.Response) and r.status_code == 200:
-            assert r.json()["predictions"][0]["image_size"] == [120 + 2 * i, 160 + 3 * i]
+    for i, answer in rest:  # each admitted request got its own picture's answer
+        if isinstance(answer, httpx.Response) and answer.status_code == 200:
+            assert answer.json()["predictions"][0]["image_size"] == [120 + 2 * i, 160 + 3 * i]
     assert set(grpc_codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, grpc_codes
     assert grpc.StatusCode.UNAVAILABLE in grpc_codes
     assert all("--max_queue_size" in d for d in grpc_details)
@@ -275,6 +277,7 @@ def test_flood_on_a_small_queue_gets_503_with_retry_after(tight_servers: dict[st
     assert r.json()["predictions"][0]["image_size"] == [130, 175]
 
 
+@pytest.mark.slow  # starts two servers of its own
 def test_deadline_gives_504_naming_the_flag(tight_servers: dict[str, Server]) -> None:
     server = tight_servers["deadline"]
     picture = distinct_picture(1)

@@ -146,9 +146,9 @@ def test_queue_full_raises_with_retry_after():
         await rec.wait_entered()
         queued = [asyncio.ensure_future(b.submit([f"q{i}"])) for i in range(2)]
         await asyncio.sleep(0.01)
-        with pytest.raises(QueueFull, match=r"2 images queued, the limit is 2 "
-                                            r"\(--max_queue_size\)") as info:
+        with pytest.raises(QueueFull, match=r"2 items queued, the limit is 2") as info:
             await b.submit(["refused"])
+        assert (info.value.by, info.value.queued, info.value.limit) == ("count", 2, 2)
         assert info.value.retry_after >= 1
         assert isinstance(info.value.retry_after, int)
         rec.gate.set()

@@ -37,8 +37,11 @@ def test_percentile_small_cases_and_bad_input() -> None:
 
 
 def test_summarize_rates_latencies_batches_and_detections() -> None:
+    server = {"detector_batch_size_sum": 30.0, "detector_batch_size_count": 5.0,
+              "detector_inference_seconds_sum": 1.5, "detector_queue_wait_seconds_sum": 0.3,
+              "detector_queue_wait_seconds_count": 30.0, "process_cpu_seconds_total": 3.0}
     cell = bench.summarize("v2bin", 8, [0.1, 0.2, 0.3, 0.4], 2.0, images_per_request=2,
-                           errors={"HTTP 503": 1}, detections=16, batch=(30.0, 5.0))
+                           errors={"HTTP 503": 1}, detections=16, server=server)
     assert cell.requests == 4
     assert cell.images == 8
     assert cell.errors == 1
@@ -47,13 +50,17 @@ def test_summarize_rates_latencies_batches_and_detections() -> None:
     assert cell.p50_ms == pytest.approx(250.0)
     assert cell.mean_ms == pytest.approx(250.0)
     assert cell.mean_batch_size == pytest.approx(6.0)
+    assert cell.model_busy == pytest.approx(0.75)  # 1.5 s of inference in a 2 s window
+    assert cell.queue_wait_ms == pytest.approx(10.0)
+    assert cell.server_cpu == pytest.approx(1.5)
     assert cell.detections_per_image == pytest.approx(2.0)
     assert cell.error_kinds == {"HTTP 503": 1}
 
 
 def test_summarize_without_successes_has_no_latencies_but_stays_json_ready() -> None:
     cell = bench.summarize("grpc", 1, [], 1.0, errors={"gRPC UNAVAILABLE": 3}, detections=0,
-                           batch=(0.0, 0.0))
+                           server={"detector_batch_size_sum": 0.0,
+                                   "detector_batch_size_count": 0.0})
     doc = cell.to_dict()
     assert doc["p50_ms"] is None
     assert doc["mean_batch_size"] is None
@@ -62,7 +69,7 @@ def test_summarize_without_successes_has_no_latencies_but_stays_json_ready() -> 
     json.dumps(doc, allow_nan=False)
 
 
-def test_batch_counters_reads_the_histogram_sum_and_count() -> None:
+def test_metric_totals_reads_the_server_counters() -> None:
     text = "\n".join([
         "# HELP detector_batch_size Images per batch run by the model",
         "# TYPE detector_batch_size histogram",
@@ -72,16 +79,23 @@ def test_batch_counters_reads_the_histogram_sum_and_count() -> None:
         "detector_batch_size_sum 42.0",
         "detector_batch_size_created 1.7e+09",
         "request_preprocess_seconds_sum 1.5",
+        'detector_rejected_requests_total{reason="overloaded"} 2.0',
+        'process_cpu_seconds_total 12.5',
     ])
-    assert bench.batch_counters(text) == (42.0, 10.0)
-    assert bench.batch_counters("request_preprocess_seconds_sum 1.5\n") is None
+    assert bench.metric_totals(text) == {"detector_batch_size_sum": 42.0,
+                                         "detector_batch_size_count": 10.0,
+                                         "process_cpu_seconds_total": 12.5}
+    assert bench.metric_totals(text, ["detector_rejected_requests_total"]) == {
+        "detector_rejected_requests_total": 2.0}
+    assert bench.metric_totals("request_preprocess_seconds_sum 1.5\n") == {}
 
 
 # ---- output shapes -------------------------------------------------------------------
 
 def _cell(protocol: str, clients: int, img_per_s: float) -> CellResult:
     return bench.summarize(protocol, clients, [0.05] * 10, 10.0 / img_per_s, detections=20,
-                           batch=(80.0, 10.0))
+                           server={"detector_batch_size_sum": 80.0,
+                                   "detector_batch_size_count": 10.0})
 
 
 def test_format_table_has_a_header_a_rule_and_one_aligned_line_per_row() -> None:
@@ -225,7 +239,7 @@ def test_raw_loop_measures_each_batch_size(random_model_dir: Path) -> None:
 
     images = bench.generated_images(2, (96, 64))
     (result,) = raw.measure(random_model_dir, images, [2], device="cpu", duration=0.0,
-                            min_iterations=1)
+                            min_iterations=1, warmup_calls=0)
     assert result.batch == 2
     assert result.iterations == 1
     assert result.img_per_s == pytest.approx(2 / result.seconds)

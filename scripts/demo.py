@@ -1,0 +1,136 @@
+"""``make demo``: detections on freshly drawn pictures, as annotated PNGs.
+
+Uses the server at ``--url`` when one answers there (``make run`` in another
+terminal); otherwise starts ``python -m predictor`` with the embedded demo detector on
+127.0.0.1 for the length of the demo. Pictures come from the synthetic generator with
+a seed the detector never trained on; each is sent through the project's client, drawn
+with its boxes, labels and scores, and saved under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from client import DetectionClient, ServerUnreachable  # noqa: E402
+from client.draw import draw_detections  # noqa: E402
+from predictor.synthetic import CLASSES, make_sample, random_size  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with DetectionClient(url, model="detector", timeout=2, retries=0) as client:
+            return client.health().ready
+    except ServerUnreachable:
+        return False
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def _server(url: str | None, model: str) -> Iterator[str]:
+    """Yields the base URL of a ready server (started here when none answers)."""
+    if url and _reachable(url):
+        print(f"using the server at {url}")
+        yield url
+        return
+    http_port, grpc_port = _free_port(), _free_port()
+    log = (REPO / "out" / "demo-server.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"starting the demo detector on 127.0.0.1:{http_port} (log: {log})")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "predictor", "--model_name", model,
+             "--model_dir", str(REPO / "predictor" / "demo_model"),
+             "--http_port", str(http_port), "--grpc_port", str(grpc_port)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        with DetectionClient(base, model=model, timeout=5, retries=0) as client:
+            client.wait_ready(timeout=180)
+        yield base
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+
+
+def _iou(a: tuple[float, ...], b: list[float]) -> float:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8080")
+    parser.add_argument("--model", default="detector")
+    parser.add_argument("--count", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=20261128)
+    parser.add_argument("--protocol", choices=("v1", "v2", "grpc"), default="v2")
+    parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--out", type=Path, default=REPO / "out" / "demo")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    pictures = []
+    for i in range(args.count):
+        rng = np.random.default_rng([args.seed, i])
+        size = (320, 320) if i % 2 == 0 else random_size(rng)
+        pictures.append(make_sample(rng, size))
+    try:
+        with _server(args.url, args.model) as base, \
+                DetectionClient(base, model=args.model, protocol=args.protocol,
+                                timeout=60) as client:
+            encoded = []
+            for image, _, _ in pictures:
+                buf = io.BytesIO()
+                image.save(buf, format="PNG")
+                encoded.append(buf.getvalue())
+            start = time.perf_counter()
+            results = client.detect(encoded, score_threshold=args.score_threshold)
+            elapsed = time.perf_counter() - start
+    except ServerUnreachable as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 3
+
+    found = Counter[str]()
+    matched = shapes = 0
+    for i, ((image, boxes, labels), result) in enumerate(zip(pictures, results, strict=True)):
+        draw_detections(image, result.detections).save(args.out / f"demo-{i:02d}.png")
+        found.update(d.label for d in result.detections)
+        for box, label in zip(boxes.tolist(), labels.tolist(), strict=True):
+            shapes += 1
+            matched += any(d.label == CLASSES[label - 1] and _iou(d.box, box) >= 0.5
+                           for d in result.detections)
+    summary = ", ".join(f"{n} {name}" for name, n in sorted(found.items())) or "nothing"
+    print(f"{len(pictures)} pictures in {elapsed:.2f} s over {args.protocol}: found {summary}; "
+          f"{matched} of {shapes} drawn shapes matched (IoU >= 0.5)")
+    print(f"annotated pictures: {args.out}/demo-00.png ... demo-{len(pictures) - 1:02d}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
