@@ -53,7 +53,8 @@ RUN set -eu; \
     /opt/venv/bin/pip install -r /tmp/build/requirements.txt; \
     /opt/venv/bin/pip uninstall -y -q pip; \
     /opt/venv/bin/python -c "from importlib.metadata import version as v; import torch, torchvision, kserve; print('torch', v('torch'), 'torchvision', v('torchvision'), 'kserve', v('kserve'))"; \
-    echo /opt/app > /opt/venv/lib/python3.11/site-packages/kserve_detector_app.pth
+    site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
+    echo /opt/app > "$site/kserve_detector_app.pth"
 
 COPY . /tmp/src
 RUN set -eu; \

@@ -9,6 +9,10 @@ HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 ARGS ?=
 PYTEST_ARGS ?=
+IMAGE ?= kserve-detector
+TAG ?= 0.1.0
+VARIANT ?= auto
+DOCKER_RUN_ARGS ?=
 
 .PHONY: install run demo test test-unit test-integration test-container test-k8s lint bench \
         image image-run kind-up deploy e2e kind-down clean proto
@@ -36,6 +40,17 @@ test-unit: install
 
 test-integration: install
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+test-container: install  ## build the image if needed, run it, test it (starts Docker if needed)
+	$(BIN)/python -m pytest -m container tests/container $(PYTEST_ARGS)
+
+image:  ## build the container image (skipped when one for these sources exists)
+	IMAGE=$(IMAGE) TAG=$(TAG) VARIANT=$(VARIANT) bash scripts/image.sh
+
+image-run: image  ## serve the image on 127.0.0.1:$(HTTP_PORT) (HTTP) and $(GRPC_PORT) (gRPC)
+	docker run --rm --name kserve-detector --read-only --tmpfs /tmp \
+		-p 127.0.0.1:$(HTTP_PORT):8080 -p 127.0.0.1:$(GRPC_PORT):8081 $(DOCKER_RUN_ARGS) \
+		$(IMAGE):$(TAG)
 
 test-k8s: install  ## manifests, CRD schema, scripts: no cluster needed
 	$(BIN)/python -m pytest -m k8s tests/k8s $(PYTEST_ARGS)

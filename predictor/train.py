@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -139,6 +140,19 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _one_cycle(
+    optimiser: torch.optim.Optimizer, args: argparse.Namespace, total: int
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimiser,
+        max_lr=args.lr,
+        total_steps=max(total, 1),
+        pct_start=args.warmup,
+        div_factor=20.0,
+        final_div_factor=200.0,
+    )
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Run training as ``args`` say; returns a summary (steps, loss, wall time)."""
     if args.threads:
@@ -149,14 +163,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     model = build_model()
     model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser,
-        max_lr=args.lr,
-        total_steps=args.steps,
-        pct_start=args.warmup,
-        div_factor=20.0,
-        final_div_factor=200.0,
-    )
+    schedule = _one_cycle(optimiser, args, args.steps)
     start, elapsed = 0, 0.0
     ckpt_path = out / CHECKPOINT
     if args.resume and ckpt_path.exists():
@@ -167,14 +174,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             schedule.load_state_dict(state["schedule"])
         else:
             # A longer run: continue from the reached weights with a fresh, short cycle.
-            schedule = torch.optim.lr_scheduler.OneCycleLR(
-                optimiser,
-                max_lr=args.lr,
-                total_steps=args.steps - state["step"],
-                pct_start=args.warmup,
-                div_factor=20.0,
-                final_div_factor=200.0,
-            )
+            schedule = _one_cycle(optimiser, args, args.steps - int(state["step"]))
         start, elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
         log.info("resumed from %s at step %d", ckpt_path, start)
 
@@ -185,7 +185,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         initial=start,
         desc="train",
         unit="step",
-        mininterval=5.0,
+        # A log file (nohup) only needs an occasional line, not one per step.
+        mininterval=5.0 if sys.stderr.isatty() else 30.0,
         disable=args.no_progress,
     )
     step = start

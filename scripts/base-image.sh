@@ -3,22 +3,22 @@
 # `docker import` it, for machines that reach Debian's mirror but no container
 # registry. Where a registry is reachable, use python:3.11-slim-bookworm instead.
 #
-# Safe to re-run: does nothing when the image already exists (FORCE=1 rebuilds).
+# Safe to re-run: does nothing when the image already exists (REBUILD_BASE=1 rebuilds).
 #
 # Environment:
 #   BASE_TAG        image to create (default kserve-detector-base:bookworm)
 #   SUITE           Debian suite (default bookworm: Python 3.11)
 #   DEBIAN_MIRROR   mirror URL (default: the one apt uses here, else deb.debian.org)
-#   FORCE           1 = rebuild even if BASE_TAG exists
+#   REBUILD_BASE    1 = rebuild even if BASE_TAG exists
 set -euo pipefail
 
 BASE_TAG="${BASE_TAG:-kserve-detector-base:bookworm}"
 SUITE="${SUITE:-bookworm}"
-FORCE="${FORCE:-0}"
+REBUILD_BASE="${REBUILD_BASE:-0}"
 
 log() { printf 'base-image: %s\n' "$*" >&2; }
 
-if [[ "$FORCE" != 1 ]] && docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
+if [[ "$REBUILD_BASE" != 1 ]] && docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
     log "$BASE_TAG exists"
     exit 0
 fi

@@ -23,10 +23,15 @@ if engine_answers; then
     exit 0
 fi
 
+if [[ "$(id -u)" != 0 ]]; then
+    log "no Docker engine answers, and installing or starting one needs root;" \
+        "start Docker (or join the docker group), then re-run"
+    exit 2
+fi
+
 if ! command -v dockerd >/dev/null 2>&1; then
-    if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-        log "no Docker engine and cannot install one (needs root and apt-get);" \
-            "start Docker yourself, then re-run"
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "no Docker engine and no apt-get to install one; install Docker, then re-run"
         exit 2
     fi
     log "installing docker.io from Debian's packages"
@@ -43,10 +48,6 @@ fi
 
 # A daemon may already be starting (another test run); start ours only if not.
 if ! pgrep -x dockerd >/dev/null 2>&1; then
-    if [[ "$(id -u)" != 0 ]]; then
-        log "dockerd is installed but not running, and starting it needs root"
-        exit 2
-    fi
     log "starting dockerd (log: $DOCKERD_LOG)"
     # setsid: the daemon must outlive the shell or test process that started it.
     setsid dockerd >"$DOCKERD_LOG" 2>&1 < /dev/null &

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +95,19 @@ def measure(model_dir: Path, images: Sequence[bytes], batch_sizes: Sequence[int]
     """Images/s of the bare model at each batch size.
 
     ``warmup_calls`` untimed calls at batch 1 come first (they pay for kernel selection
-    and allocations), then one untimed call at each batch size.
+    and allocations), then one untimed call at each batch size. The loop runs in a
+    worker thread, as the server's inference does, so both get the same kind of malloc
+    arena (glibc may hand freed activations back to the OS after each call and fault
+    them in again: thousands of page faults per image, depending on the arena).
     """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw") as pool:
+        return pool.submit(_measure, model_dir, images, batch_sizes, device, fp16, duration,
+                           min_iterations, warmup_calls, score_threshold).result()
+
+
+def _measure(model_dir: Path, images: Sequence[bytes], batch_sizes: Sequence[int],
+             device: str, fp16: bool, duration: float, min_iterations: int,
+             warmup_calls: int, score_threshold: float) -> list[RawResult]:
     from PIL import Image
 
     dev = pick_device(device)

@@ -145,11 +145,19 @@ def _cells(target: Target, system: str, protocols: Sequence[str], clients: Seque
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the benchmark; exit status 1 when any request failed."""
+    """Runs the benchmark; exit status 1 when any request failed, 2 when a server failed."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    try:
+        return _run(args)
+    except servers.ServerFailed as exc:
+        log.error("%s", exc)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     started = time.monotonic()

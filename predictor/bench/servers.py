@@ -15,6 +15,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+class ServerFailed(RuntimeError):
+    """A server exited or did not get ready; the message ends with its log's tail."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -60,8 +64,9 @@ def start(module: str, args: Sequence[str], log_dir: Path, *, model_name: str = 
           env: Mapping[str, str] | None = None, timeout: float = 300.0) -> ServerProcess:
     """Runs ``python -m module --model_name ... --http_port ... --grpc_port ... *args``.
 
-    Returns once ``/v2/models/{model_name}/ready`` answers 200; raises RuntimeError with
-    the log's tail when the process exits or does not get ready in ``timeout`` seconds.
+    Returns once ``/v2/models/{model_name}/ready`` answers 200; raises ServerFailed with
+    the log's tail when the process exits or does not get ready in
+    ``timeout`` seconds.
     """
     import httpx
 
@@ -79,7 +84,7 @@ def start(module: str, args: Sequence[str], log_dir: Path, *, model_name: str = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{module} exited with {proc.returncode}:\n{server.log_tail()}")
+            raise ServerFailed(f"{module} exited with {proc.returncode}:\n{server.log_tail()}")
         try:
             if httpx.get(ready, timeout=2).status_code == 200:
                 return server
@@ -87,4 +92,4 @@ def start(module: str, args: Sequence[str], log_dir: Path, *, model_name: str = 
             pass
         time.sleep(0.3)
     server.stop()
-    raise RuntimeError(f"{module} not ready after {timeout:.0f} s:\n{server.log_tail()}")
+    raise ServerFailed(f"{module} not ready after {timeout:.0f} s:\n{server.log_tail()}")

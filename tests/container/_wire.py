@@ -100,10 +100,11 @@ def grpc_infer(target: str, model: str, image: bytes,
             param.bool_param = value
         elif isinstance(value, int):
             param.int64_param = value
-        elif isinstance(value, float):
-            param.double_param = value
+        elif isinstance(value, (float, str)):
+            # KServe's InferParameter has no double_param: a float travels as text.
+            param.string_param = str(value)
         else:  # class lists travel as one comma-separated string
-            param.string_param = value if isinstance(value, str) else ",".join(value)
+            param.string_param = ",".join(value)
     with grpc.insecure_channel(target) as channel:
         response = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
     tensors = {}

@@ -39,3 +39,6 @@ def test_e2e_suite_passes_against_container(e2e_target: tuple[Container, bool]) 
     if proc.returncode == 5:
         pytest.skip("tests/e2e collected no tests")
     assert proc.returncode == 0, f"tests/e2e failed against the container:\n{proc.stdout[-6000:]}"
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary, f"tests/e2e ran nothing against the container: {summary}"
+    print(f"tests/e2e against {container.http_url}: {summary}")

@@ -257,3 +257,10 @@ def test_synthetic_jpegs_have_the_asked_size() -> None:
     with Image.open(BytesIO(data)) as img:
         assert img.size == (80, 60)
         assert img.format == "JPEG"
+
+
+def test_a_server_that_cannot_start_fails_with_its_log(tmp_path: Path) -> None:
+    from predictor.bench import servers
+
+    with pytest.raises(servers.ServerFailed, match="No module named"):
+        servers.start("no_such_module_for_bench", [], tmp_path, timeout=30)
