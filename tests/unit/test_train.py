@@ -120,6 +120,7 @@ def test_batches_depend_only_on_seed_and_step():
     assert float(x_images[0].max()) <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (DEMO_MODEL / "model.safetensors").exists(),
     reason="no trained demo model yet: python -m predictor.train, then copy",
