@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from client import DetectionClient, ServerUnreachable  # noqa: E402
 from client.draw import draw_detections  # noqa: E402
 from predictor.synthetic import CLASSES, make_sample, random_size  # noqa: E402
+from PIL import Image  # noqa: E402
 
 
 def _free_port() -> int:
@@ -81,6 +82,22 @@ def _iou(a: tuple[float, ...], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def montage(pictures: list[Image.Image], columns: int = 3, gap: int = 4) -> Image.Image:
+    """All pictures on one sheet, row by row, for a single look."""
+    rows = [pictures[i:i + columns] for i in range(0, len(pictures), columns)]
+    width = max(sum(p.width for p in row) + gap * (len(row) - 1) for row in rows)
+    height = sum(max(p.height for p in row) for row in rows) + gap * (len(rows) - 1)
+    sheet = Image.new("RGB", (width, height), "white")
+    y = 0
+    for row in rows:
+        x = 0
+        for pic in row:
+            sheet.paste(pic, (x, y))
+            x += pic.width + gap
+        y += max(p.height for p in row) + gap
+    return sheet
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8080")
@@ -118,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
 
     found = Counter[str]()
     matched = shapes = 0
+    drawn = []
     for i, ((image, boxes, labels), result) in enumerate(zip(pictures, results, strict=True)):
-        draw_detections(image, result.detections).save(args.out / f"demo-{i:02d}.png")
+        drawn.append(draw_detections(image, result.detections))
+        drawn[-1].save(args.out / f"demo-{i:02d}.png")
         found.update(d.label for d in result.detections)
         for box, label in zip(boxes.tolist(), labels.tolist(), strict=True):
             shapes += 1
@@ -128,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = ", ".join(f"{n} {name}" for name, n in sorted(found.items())) or "nothing"
     print(f"{len(pictures)} pictures in {elapsed:.2f} s over {args.protocol}: found {summary}; "
           f"{matched} of {shapes} drawn shapes matched (IoU >= 0.5)")
-    print(f"annotated pictures: {args.out}/demo-00.png ... demo-{len(pictures) - 1:02d}.png")
+    montage(drawn).save(args.out / "montage.png")
+    print(f"annotated pictures: {args.out}/demo-00.png ... demo-{len(pictures) - 1:02d}.png "
+          f"(all on one sheet: {args.out}/montage.png)")
     return 0
 
 
