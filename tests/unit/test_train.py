@@ -120,7 +120,6 @@ def test_batches_depend_only_on_seed_and_step():
     assert float(x_images[0].max()) <= 1.0
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
     not (DEMO_MODEL / "model.safetensors").exists(),
     reason="no trained demo model yet: python -m predictor.train, then copy",
@@ -138,7 +137,7 @@ def test_demo_model_finds_shapes_on_held_out_pictures(tmp_path: Path):
         images = []
         for p in paths:
             with Image.open(p) as pic:
-                array = np.asarray(pic.convert("RGB"), dtype=np.uint8)
+                array = np.array(pic.convert("RGB"), dtype=np.uint8)
             images.append(torch.from_numpy(array).permute(2, 0, 1).float() / 255)
         with torch.no_grad():
             outputs = model(images)
