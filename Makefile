@@ -14,7 +14,7 @@ TAG ?= 0.1.0
 VARIANT ?= auto
 DOCKER_RUN_ARGS ?=
 
-.PHONY: install run demo test test-unit test-integration test-container test-k8s lint bench \
+.PHONY: install run demo audit test test-unit test-integration test-container test-k8s lint bench \
         image image-run kind-up deploy e2e kind-down clean proto
 
 install: $(STAMP)
@@ -67,9 +67,13 @@ e2e:  ## port-forward the predictor and run tests/e2e against it
 kind-down:  ## delete the kind cluster
 	scripts/kind-e2e.sh down
 
-lint: install
-	$(BIN)/ruff check predictor client tests
+lint: install  ## ruff, mypy strict, then the dependency audit
+	$(BIN)/ruff check predictor client tests scripts
 	$(BIN)/mypy predictor client
+	$(MAKE) audit || echo "warning: pip-audit failed: findings above, or the advisory service is unreachable"
+
+audit: install  ## known vulnerabilities in the installed dependencies (needs PyPI's JSON API)
+	$(BIN)/pip-audit --progress-spinner off --skip-editable
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info

@@ -39,7 +39,7 @@ class GracefulShutdown:
             original(uv_server, sig, frame)
             hook.begin()
 
-        uvicorn.Server.handle_exit = handle_exit  # type: ignore[method-assign]
+        uvicorn.Server.handle_exit = handle_exit  # type: ignore[method-assign,assignment]
 
     def begin(self) -> None:
         """Runs in the signal handler: schedule the drain on the event loop."""

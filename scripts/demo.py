@@ -24,10 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from PIL import Image  # noqa: E402
+
 from client import DetectionClient, ServerUnreachable  # noqa: E402
 from client.draw import draw_detections  # noqa: E402
 from predictor.synthetic import CLASSES, make_sample, random_size  # noqa: E402
-from PIL import Image  # noqa: E402
 
 
 def _free_port() -> int:

@@ -5,8 +5,8 @@ suite starts ``python -m predictor`` on 127.0.0.1 itself), ``E2E_GRPC_TARGET``
 (``host:port``; default: the base URL's host on 8081, or the local server's port),
 ``E2E_MODEL_NAME`` (default ``detector``), ``E2E_HOST_HEADER`` (an ingress's routing
 host name), ``E2E_DEMO`` (default 1: the target serves the demo detector, so the
-quality check runs; 0 for other weights). The same tests run against a local process, the container and a kind
-cluster.
+quality check runs; 0 for other weights). The same tests run against a local process,
+the container and a kind cluster.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a user of the running service sees, whatever runs it (process, container, cluster).
 
-Uses the project's own client for the happy paths and plain HTTP for the error paths,
+Uses the project's own client for the happy paths and plain HTTP/gRPC for the errors,
 so the wire contract itself is what is checked.
 """
 
@@ -64,7 +64,8 @@ def _iou(a: Any, b: Any) -> float:
 def test_live_ready_and_metadata(target: Target) -> None:
     with _client(target, "v2") as client:
         health = client.health()
-        assert health.live and health.ready
+        assert health.live
+        assert health.ready
         meta = client.metadata()
     assert [t.name for t in meta.inputs] == ["image"]
     assert {t.name for t in meta.outputs} == {"detection_boxes", "detection_scores",
@@ -126,9 +127,9 @@ def test_bad_input_is_a_400_that_names_the_problem(target: Target) -> None:
         inputs=[pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[1])],
         raw_input_contents=[len(bogus).to_bytes(4, "little") + bogus])
     options = [("grpc.default_authority", target.host_header)] if target.host_header else []
-    with grpc.insecure_channel(target.grpc_target, options=options) as channel:
-        with pytest.raises(grpc.RpcError) as err:
-            pbg.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    with grpc.insecure_channel(target.grpc_target, options=options) as channel, \
+            pytest.raises(grpc.RpcError) as err:
+        pbg.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "image" in (err.value.details() or "")
     # the service still answers after the bad requests
