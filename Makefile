@@ -41,6 +41,9 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
+bench: install  ## raw model vs plain KServe predictor vs this server, one table (ARGS=...)
+	$(BIN)/python -m predictor.bench --out bench-results.json $(ARGS)
+
 test-container: install  ## build the image if needed, run it, test it (starts Docker if needed)
 	$(BIN)/python -m pytest -m container tests/container $(PYTEST_ARGS)
 

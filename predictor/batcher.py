@@ -46,7 +46,7 @@ class ShuttingDown(Exception):
     """The batcher is stopping and takes no new work."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: items are tracked in sets
 class _Item(Generic[T]):
     payload: T
     future: asyncio.Future[Any]
@@ -79,6 +79,7 @@ class Batcher(Generic[T, R]):
         cost: Callable[[T], int] | None = None,
         max_batch_cost: int | None = None,
         max_queue_cost: int | None = None,
+        workers: int = 1,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_delay_s < 0:
             raise ValueError("max_batch_size and max_queue_size must be >= 1, max_delay_s >= 0")
@@ -93,11 +94,13 @@ class Batcher(Generic[T, R]):
         self._queued_cost = 0
         self._queue: deque[_Item[T]] = deque()
         self._wakeup: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.workers = max(1, workers)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(max_workers=self.workers,
+                                            thread_name_prefix="inference")
         self._accepting = True
         self._in_flight = 0
-        self._running: list[_Item[T]] = []  # the batch the worker thread is running now
+        self._running: set[_Item[T]] = set()  # items the worker threads are running now
         self._batch_seconds = 0.0  # moving average, for Retry-After
 
     @property
@@ -112,10 +115,11 @@ class Batcher(Generic[T, R]):
 
     def start(self) -> None:
         """Starts the worker on the running event loop; idempotent."""
-        if self._worker is None or self._worker.done():
+        if not self._tasks or all(t.done() for t in self._tasks):
             self._wakeup = asyncio.Event()
             self._accepting = True
-            self._worker = asyncio.get_running_loop().create_task(self._work())
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._work()) for _ in range(self.workers)]
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Takes no new items, lets queued ones finish (up to ``timeout_s``), then stops."""
@@ -123,11 +127,11 @@ class Batcher(Generic[T, R]):
         end = time.monotonic() + timeout_s
         while self.busy and time.monotonic() < end:
             await asyncio.sleep(0.01)
-        running = list(self._running)  # the worker's finally clears it as it is cancelled
-        if self._worker is not None:
-            self._worker.cancel()
+        running = list(self._running)  # the workers' finally clears it as they are cancelled
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await task
         # A batch still running past the timeout is abandoned with the queue: its
         # callers get an answer instead of waiting on futures no one will resolve.
         for item in [*running, *self._queue]:
@@ -151,7 +155,7 @@ class Batcher(Generic[T, R]):
             raise ShuttingDown("the server is shutting down and takes no new requests")
         if not payloads:
             return []
-        if self._worker is None:
+        if not self._tasks:
             self.start()
         if self._queue and len(self._queue) + len(payloads) > self.max_queue_size:
             raise QueueFull(
@@ -252,8 +256,8 @@ class Batcher(Generic[T, R]):
             batch = await self._next_batch()
             if not batch:
                 continue
-            self._in_flight = len(batch)
-            self._running = batch
+            self._in_flight += len(batch)
+            self._running.update(batch)
             started = time.monotonic()
             try:
                 results = await loop.run_in_executor(
@@ -262,8 +266,8 @@ class Batcher(Generic[T, R]):
             except Exception as exc:  # the executor itself failed: fail this batch only
                 results = [exc] * len(batch)
             finally:
-                self._in_flight = 0
-                self._running = []
+                self._in_flight -= len(batch)
+                self._running.difference_update(batch)
             elapsed = time.monotonic() - started
             self._batch_seconds = elapsed if not self._batch_seconds else (
                 0.8 * self._batch_seconds + 0.2 * elapsed)

@@ -35,6 +35,7 @@ class BatchingConfig:
     max_queue_size: int = 256
     request_timeout_ms: float = 30_000.0
     decode_threads: int = 2
+    inference_workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class ModelConfig:
     device: str = "auto"
     fp16: bool = False
     channels_last: bool = False
+    fuse_conv_bn: bool = True
+    torch_threads: int | None = None
     score_threshold: float = 0.5
     min_score_threshold: float = 0.05
     max_detections: int = 100
@@ -122,6 +125,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="run the model under fp16 autocast on CUDA")
     model.add_argument("--channels_last", action="store_true",
                        help="channels_last memory format on CUDA")
+    model.add_argument("--no_fuse_conv_bn", dest="fuse_conv_bn", action="store_false",
+                       help="keep BatchNorm layers separate (by default each one that follows "
+                            "a convolution is folded into it: same outputs, faster)")
+    model.add_argument("--torch_threads", type=_positive_int, default=None,
+                       help="torch intra-op threads (default: torch's choice; on a CPU pod set "
+                            "it to the CPU limit)")
     model.add_argument("--score_threshold", type=_probability, default=0.5,
                        help="default minimum score of a returned detection")
     model.add_argument("--min_score_threshold", type=_probability, default=0.05,
@@ -158,6 +167,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     batching.add_argument("--request_timeout_ms", type=_non_negative_float,
                           default=BatchingConfig.request_timeout_ms,
                           help="a request still queued after this gets 504 (0: no limit)")
+    batching.add_argument("--inference_workers", type=_positive_int,
+                          default=BatchingConfig.inference_workers,
+                          help="batches run at the same time (on a CPU, several workers with "
+                               "--torch_threads 1 can beat one worker with many threads)")
     batching.add_argument("--decode_threads", type=_positive_int,
                           default=BatchingConfig.decode_threads,
                           help="threads decoding images in parallel")
@@ -180,6 +193,8 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         device=args.device,
         fp16=args.fp16,
         channels_last=args.channels_last,
+        fuse_conv_bn=args.fuse_conv_bn,
+        torch_threads=args.torch_threads,
         score_threshold=args.score_threshold,
         min_score_threshold=args.min_score_threshold,
         max_detections=args.max_detections,
@@ -198,6 +213,7 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         max_queue_size=args.max_queue_size,
         request_timeout_ms=args.request_timeout_ms,
         decode_threads=args.decode_threads,
+        inference_workers=args.inference_workers,
     )
     return ServerConfig(model_name=args.model_name, model=model, limits=limits,
                         batching=batching)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 
 from .config import ModelConfig
 from .detections import RawDetections
+from .fusion import fuse_conv_bn
 from .loader import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,17 @@ def _from_numpy(img: np.ndarray) -> torch.Tensor:
 
 
 class Engine:
-    """Owns the model and the device; ``run`` is called from one worker thread."""
+    """Owns the model and the device.
+
+    ``run`` is called from the batcher's worker threads (``--inference_workers``, one by
+    default); an eval-mode detector under ``inference_mode`` keeps no state between
+    calls, so concurrent calls are safe.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
         self.loaded: LoadedModel | None = None
         self.device = torch.device("cpu")
-        self._lock = threading.Lock()
 
     @property
     def labels(self) -> list[str]:
@@ -60,8 +64,12 @@ class Engine:
         if self.loaded is not None:
             return self.loaded
         self.device = pick_device(self.cfg.device)
+        if self.cfg.torch_threads:
+            torch.set_num_threads(self.cfg.torch_threads)
         loaded = load_model(self.cfg)
         module = loaded.module.eval().to(self.device)
+        if self.cfg.fuse_conv_bn:
+            log.info("fused %d conv+BatchNorm pairs", fuse_conv_bn(module))
         if self.cfg.channels_last and self.device.type == "cuda":
             module = module.to(memory_format=torch.channels_last)
         loaded.module = module
@@ -89,7 +97,7 @@ class Engine:
         assert self.loaded is not None, "load() first"
         if not images:
             return []
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             try:
                 # uint8 crosses to the device (4x less traffic than floats), then converts.
                 tensors = [

@@ -115,6 +115,7 @@ class DetectionModel(Model):  # type: ignore[misc]
             cost=lambda img: int(img.shape[0] * img.shape[1]),
             max_batch_cost=config.limits.max_batch_pixels,
             max_queue_cost=config.limits.max_batch_pixels * 4,
+            workers=b.inference_workers,
         )
         self.load_seconds = 0.0
 

@@ -131,14 +131,16 @@ def _measure(model_dir: Path, images: Sequence[bytes], batch_sizes: Sequence[int
         call(tensors[:1])
     results = []
     for size in batch_sizes:
-        batch = [tensors[i % len(tensors)] for i in range(size)]
-        call(batch)
+        # Each call takes the next pictures in turn, so every size sees all of them.
+        batches = [[tensors[(k * size + i) % len(tensors)] for i in range(size)]
+                   for k in range(len(tensors))]
+        call(batches[0])
         times: list[float] = []
         start, cpu_start = time.perf_counter(), time.process_time()
         found = kept = 0
         while len(times) < min_iterations or time.perf_counter() - start < duration:
             t = time.perf_counter()
-            outputs = call(batch)
+            outputs = call(batches[len(times) % len(batches)])
             times.append(time.perf_counter() - t)
             found += sum(len(o["scores"]) for o in outputs)
             kept += sum(int((o["scores"] >= score_threshold).sum()) for o in outputs)

@@ -104,8 +104,8 @@ def format_report(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
         f"{' fp16' if meta.get('fp16') else ''}  torch threads: {meta['torch_threads']}",
         f"images: {meta['images']} x {meta['image_size']} JPEG ({meta['image_source']}); "
         f"detections/image at score >= {meta['score_threshold']}: "
-        f"{_fmt(meta.get('detections_per_image'))} "
-        f"(model output before that cut: {_fmt(meta.get('model_detections_per_image'))})",
+        f"{_fmt(meta.get('detections_per_image'))} (the model's own output, before that "
+        f"cut: {_fmt(meta.get('model_detections_per_image'))})",
         "raw: the model on preloaded tensors (latency = one batch call); plain: KServe "
         "custom predictor, sync predict, V1 JSON; ours: python -m predictor",
         "busy: share of the window the model was running (from /metrics); cpu: CPU cores "

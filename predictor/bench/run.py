@@ -51,6 +51,23 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH like 640x480, got {text}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sides, got {text}")
+    return w, h
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text}")
+    return key, value
+
+
 def _names(allowed: Sequence[str]) -> Any:
     def parse(text: str) -> list[str]:
         values = [{"v2": "v2bin"}.get(v.strip(), v.strip()) for v in text.split(",") if v.strip()]
@@ -94,10 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--raw-duration", type=float, default=5.0,
                    help="seconds per raw batch size")
     r.add_argument("--images", type=int, default=16, help="distinct pictures (default 16)")
-    r.add_argument("--image-size", default="640x480", help="WxH (default 640x480)")
+    r.add_argument("--image-size", type=_size, default=(640, 480),
+                   help="WxH (default 640x480)")
     r.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for our server, e.g. --server-arg=--decode_threads=1")
-    r.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+    r.add_argument("--server-env", action="append", type=_key_value, default=[],
+                   metavar="KEY=VALUE",
                    help="environment for both servers, e.g. MALLOC_ARENA_MAX=2")
     r.add_argument("--torch-threads", type=int, default=None,
                    help="torch intra-op threads for the raw loop and both servers (sets "
@@ -163,8 +182,8 @@ def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     device = _device(args.device)
     clients = args.clients or ([1, 8] if device == "cpu" else [1, 8, 32])
-    w, h = (int(v) for v in args.image_size.lower().split("x"))
-    env = dict(kv.split("=", 1) for kv in args.server_env)
+    w, h = args.image_size
+    env = dict(args.server_env)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
         env["OMP_NUM_THREADS"] = str(args.torch_threads)

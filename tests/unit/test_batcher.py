@@ -408,3 +408,22 @@ def test_constructor_refuses_nonsense():
         Batcher(lambda b: b, max_batch_size=0)
     with pytest.raises(ValueError, match="max_delay_s"):
         Batcher(lambda b: b, max_delay_s=-1)
+
+
+def test_several_workers_run_batches_at_the_same_time() -> None:
+    import threading
+
+    barrier = threading.Barrier(2, timeout=5)
+
+    def run_batch(items: list[str]) -> list[str]:
+        barrier.wait()  # raises BrokenBarrierError unless two batches are inside at once
+        return [f"done {x}" for x in items]
+
+    async def main() -> None:
+        b = Batcher(run_batch, max_batch_size=1, max_delay_s=0.0, workers=2)
+        results = await asyncio.gather(b.submit(["a"]), b.submit(["b"]))
+        assert results == [["done a"], ["done b"]]
+        assert b.busy == 0
+        await b.stop()
+
+    asyncio.run(main())
