@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[server,dev]'
 	touch $(STAMP)
 
-run: install  ## serve the detector on 127.0.0.1:$(HTTP_PORT) (HTTP) and $(GRPC_PORT) (gRPC)
+run: install  ## serve the detector on port $(HTTP_PORT) (HTTP) and $(GRPC_PORT) (gRPC)
 	$(BIN)/python -m predictor --model_name $(MODEL_NAME) --model_dir $(MODEL_DIR) \
 		--http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT) $(ARGS)
 
