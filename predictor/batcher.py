@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -80,6 +80,7 @@ class Batcher(Generic[T, R]):
         max_batch_cost: int | None = None,
         max_queue_cost: int | None = None,
         workers: int = 1,
+        group_key: Callable[[T], Hashable] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_delay_s < 0:
             raise ValueError("max_batch_size and max_queue_size must be >= 1, max_delay_s >= 0")
@@ -95,6 +96,7 @@ class Batcher(Generic[T, R]):
         self._queue: deque[_Item[T]] = deque()
         self._wakeup: asyncio.Event | None = None
         self.workers = max(1, workers)
+        self._group_key = group_key
         self._tasks: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(max_workers=self.workers,
                                             thread_name_prefix="inference")
@@ -216,6 +218,8 @@ class Batcher(Generic[T, R]):
                 await asyncio.wait_for(self._wakeup.wait(), left)
             except asyncio.TimeoutError:
                 break
+        if self._group_key is not None:
+            self._group_front()
         batch: list[_Item[T]] = []
         batch_cost = 0
         now = time.monotonic()
@@ -233,6 +237,24 @@ class Batcher(Generic[T, R]):
             batch.append(item)
             batch_cost += item.cost
         return batch
+
+    def _group_front(self) -> None:
+        """Moves up to a batch of items that share the oldest item's group to the front.
+
+        Only a window of the queue is looked at, the oldest item always leads, and the
+        others keep their order, so no item waits more than one batch longer than FIFO.
+        """
+        assert self._group_key is not None
+        window = min(len(self._queue), self.max_batch_size * 4)
+        if window < 2:
+            return
+        items = [self._queue.popleft() for _ in range(window)]
+        head = self._group_key(items[0].payload)
+        chosen = [it for it in items if self._group_key(it.payload) == head]
+        chosen = chosen[: self.max_batch_size]
+        taken = set(chosen)
+        rest = [it for it in items if it not in taken]  # the others keep their order
+        self._queue.extendleft(reversed(chosen + rest))
 
     def _run_split(self, payloads: list[T]) -> list[R | BaseException]:
         """Runs a batch; on failure retries its halves so only failing items fail."""

@@ -36,6 +36,7 @@ class BatchingConfig:
     request_timeout_ms: float = 30_000.0
     decode_threads: int = 2
     inference_workers: int = 1
+    group_by_aspect_ratio: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class ModelConfig:
     fp16: bool = False
     channels_last: bool = False
     fuse_conv_bn: bool = True
+    gpu_decode: bool = False
     torch_threads: int | None = None
     score_threshold: float = 0.5
     min_score_threshold: float = 0.05
@@ -128,6 +130,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--no_fuse_conv_bn", dest="fuse_conv_bn", action="store_false",
                        help="keep BatchNorm layers separate (by default each one that follows "
                             "a convolution is folded into it: same outputs, faster)")
+    model.add_argument("--gpu_decode", action="store_true",
+                       help="decode JPEGs with torchvision on the model's device (nvJPEG on "
+                            "CUDA); other formats still go through PIL")
     model.add_argument("--torch_threads", type=_positive_int, default=None,
                        help="torch intra-op threads (default: torch's choice; on a CPU pod set "
                             "it to the CPU limit)")
@@ -171,6 +176,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           default=BatchingConfig.inference_workers,
                           help="batches run at the same time (on a CPU, several workers with "
                                "--torch_threads 1 can beat one worker with many threads)")
+    batching.add_argument("--group_by_aspect_ratio", action="store_true",
+                          help="batch images of similar aspect ratio together (the R-CNN "
+                               "family pads a batch to its largest height and width)")
     batching.add_argument("--decode_threads", type=_positive_int,
                           default=BatchingConfig.decode_threads,
                           help="threads decoding images in parallel")
@@ -194,6 +202,7 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         fp16=args.fp16,
         channels_last=args.channels_last,
         fuse_conv_bn=args.fuse_conv_bn,
+        gpu_decode=args.gpu_decode,
         torch_threads=args.torch_threads,
         score_threshold=args.score_threshold,
         min_score_threshold=args.min_score_threshold,
@@ -214,6 +223,7 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         request_timeout_ms=args.request_timeout_ms,
         decode_threads=args.decode_threads,
         inference_workers=args.inference_workers,
+        group_by_aspect_ratio=args.group_by_aspect_ratio,
     )
     return ServerConfig(model_name=args.model_name, model=model, limits=limits,
                         batching=batching)

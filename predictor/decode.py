@@ -75,12 +75,8 @@ def check_size(width: int, height: int, limits: ImageLimits, where: str) -> None
         )
 
 
-def decode_image(data: bytes, limits: ImageLimits, where: str = "image") -> np.ndarray:
-    """Decodes an encoded image file into an ``H x W x 3`` uint8 RGB array.
-
-    EXIF orientation is applied; grayscale, palette, RGBA, CMYK and 16-bit images are
-    converted to 8-bit RGB.
-    """
+def open_checked(data: bytes, limits: ImageLimits, where: str = "image") -> Image.Image:
+    """Reads only the header: format and size checked, no pixel decoded yet."""
     if not data:
         raise DecodeError(f"{where}: empty image (0 bytes)")
     try:
@@ -97,6 +93,21 @@ def decode_image(data: bytes, limits: ImageLimits, where: str = "image") -> np.n
             f"{where}: image format {img.format} is not accepted; send JPEG, PNG, WebP, BMP or GIF"
         )
     check_size(img.width, img.height, limits, where)
+    return img
+
+
+def is_plain_jpeg(img: Image.Image) -> bool:
+    """A baseline/progressive 3-channel JPEG that torchvision's decoder reads as PIL would."""
+    return img.format in ("JPEG", "MPO") and img.mode == "RGB"
+
+
+def decode_image(data: bytes, limits: ImageLimits, where: str = "image") -> np.ndarray:
+    """Decodes an encoded image file into an ``H x W x 3`` uint8 RGB array.
+
+    EXIF orientation is applied; grayscale, palette, RGBA, CMYK and 16-bit images are
+    converted to 8-bit RGB.
+    """
+    img = open_checked(data, limits, where)
     try:
         img.load()
         # In place: otherwise PIL returns a full copy even when there is nothing to turn.

@@ -32,6 +32,25 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+Image = np.ndarray | torch.Tensor
+"""An image for :meth:`Engine.run`: ``H x W x 3`` uint8 numpy, or ``3 x H x W`` uint8 torch
+(what :meth:`Engine.decode_jpeg` returns, already on the device)."""
+
+
+def image_size(img: Image) -> tuple[int, int]:
+    """(height, width) of either image form."""
+    if isinstance(img, torch.Tensor):
+        return int(img.shape[1]), int(img.shape[2])
+    return int(img.shape[0]), int(img.shape[1])
+
+
+def _to_chw_float(img: Image, device: torch.device) -> torch.Tensor:
+    if isinstance(img, torch.Tensor):
+        return img.to(device, non_blocking=True).float().div_(255.0)
+    # uint8 crosses to the device (4x less traffic than floats), then converts.
+    return _from_numpy(img).to(device, non_blocking=True).permute(2, 0, 1).float().div_(255.0)
+
+
 def _from_numpy(img: np.ndarray) -> torch.Tensor:
     arr = np.ascontiguousarray(img)
     # V2 UINT8 images are read-only views of the request bytes; torch warns on those.
@@ -92,19 +111,32 @@ class Engine:
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
-    def run(self, images: Sequence[np.ndarray]) -> list[RawDetections]:
-        """Detects objects in ``H x W x 3`` uint8 images; boxes in each image's pixels."""
+    def decode_jpeg(self, data: bytes) -> torch.Tensor:
+        """Decodes a JPEG file with torchvision on the model's device (nvJPEG on CUDA).
+
+        Returns ``3 x H x W`` uint8 RGB with the EXIF orientation applied. The caller
+        checks the header (format, size limits) first; corrupt data raises ValueError.
+        """
+        from torchvision.io import ImageReadMode
+        from torchvision.io import decode_jpeg as tv_decode_jpeg
+
+        raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        try:
+            out = tv_decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device,
+                                 apply_exif_orientation=True)
+        except RuntimeError as exc:
+            raise ValueError(str(exc).splitlines()[0] if str(exc) else "corrupt JPEG") from exc
+        assert isinstance(out, torch.Tensor)
+        return out
+
+    def run(self, images: Sequence[Image]) -> list[RawDetections]:
+        """Detects objects in uint8 RGB images; boxes in each image's pixels."""
         assert self.loaded is not None, "load() first"
         if not images:
             return []
         with torch.inference_mode():
             try:
-                # uint8 crosses to the device (4x less traffic than floats), then converts.
-                tensors = [
-                    _from_numpy(img).to(self.device, non_blocking=True)
-                    .permute(2, 0, 1).float().div_(255.0)
-                    for img in images
-                ]
+                tensors = [_to_chw_float(img, self.device) for img in images]
                 with self._autocast():
                     outputs = self.loaded.module(tensors)
                 if isinstance(outputs, tuple):  # scripted detectors return (losses, detections)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -30,7 +31,14 @@ from kserve.protocol.infer_type import (
 from . import batcher as batching
 from . import grpc_params
 from .config import ServerConfig
-from .decode import DecodeError, ImageLimits, check_pixels, decode_image
+from .decode import (
+    DecodeError,
+    ImageLimits,
+    check_pixels,
+    decode_image,
+    is_plain_jpeg,
+    open_checked,
+)
 from .detections import (
     LabelMap,
     ParameterError,
@@ -40,7 +48,7 @@ from .detections import (
     select,
 )
 from .encode import V2_OUTPUTS, to_v1, to_v2
-from .engine import Engine, OutOfMemory
+from .engine import Engine, Image, OutOfMemory, image_size
 from .errors import InternalError, Overloaded, ShuttingDownError, TimedOut
 from .metrics import Metrics
 from .payload import INPUT_NAME, ImageSource, Parsed, parse_v1, parse_v2_input
@@ -48,11 +56,22 @@ from .payload import INPUT_NAME, ImageSource, Parsed, parse_v1, parse_v2_input
 log = logging.getLogger(__name__)
 
 
+def _aspect_bucket(img: Image) -> int:
+    """Aspect ratio in half-octave steps: 4:3 and 3:2 share a bucket, 16:9 and 9:16 don't."""
+    height, width = image_size(img)
+    return round(2 * math.log2(width / height))
+
+
+def _pixels(img: Image) -> int:
+    height, width = image_size(img)
+    return height * width
+
+
 @dataclass
 class Job:
     """One request on its way through the pipeline."""
 
-    images: list[np.ndarray]
+    images: list[Image]
     options: RequestOptions
     v2: InferRequest | None = None
     raw: list[RawDetections] = field(default_factory=list)
@@ -106,16 +125,17 @@ class DetectionModel(Model):  # type: ignore[misc]
         self._decoder = ThreadPoolExecutor(max_workers=config.batching.decode_threads,
                                            thread_name_prefix="decode")
         b = config.batching
-        self.batcher: batching.Batcher[np.ndarray, RawDetections] = batching.Batcher(
+        self.batcher: batching.Batcher[Image, RawDetections] = batching.Batcher(
             self.runner.run,
             max_batch_size=b.max_batch_size,
             max_delay_s=b.max_batch_delay_ms / 1000.0,
             max_queue_size=b.max_queue_size,
             on_batch=metrics.observe_batch if metrics else None,
-            cost=lambda img: int(img.shape[0] * img.shape[1]),
+            cost=lambda img: _pixels(img),
             max_batch_cost=config.limits.max_batch_pixels,
             max_queue_cost=config.limits.max_batch_pixels * 4,
             workers=b.inference_workers,
+            group_key=_aspect_bucket if b.group_by_aspect_ratio else None,
         )
         self.load_seconds = 0.0
 
@@ -173,13 +193,21 @@ class DetectionModel(Model):  # type: ignore[misc]
             params = grpc_params.to_python(params)
         return Parsed(sources, params)
 
-    def _decode_one(self, source: ImageSource, where: str, budget: _PixelBudget) -> np.ndarray:
+    def _decode_one(self, source: ImageSource, where: str, budget: _PixelBudget) -> Image:
         budget.check(where)  # once the request is over its budget, decode nothing more
+        image: Image
         if isinstance(source, np.ndarray):
             image = check_pixels(source, self._limits, where)
+        elif self.config.model.gpu_decode and is_plain_jpeg(
+                header := open_checked(source, self._limits, where)):
+            try:
+                image = self.runner.decode_jpeg(source)
+            except ValueError as exc:
+                raise DecodeError(f"{where}: truncated or corrupt {header.format} data "
+                                  f"({exc})") from exc
         else:
             image = decode_image(source, self._limits, where)
-        budget.spend(int(image.shape[0] * image.shape[1]), where)
+        budget.spend(_pixels(image), where)
         return image
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Job:
@@ -242,7 +270,7 @@ class DetectionModel(Model):  # type: ignore[misc]
     async def postprocess(self, job: Job, headers: dict[str, str] | None = None) -> Any:
         """Applies the request's options and encodes the answer in its protocol."""
         try:
-            dets = [select(raw, job.options, self.labels, img.shape[:2])
+            dets = [select(raw, job.options, self.labels, image_size(img))
                     for raw, img in zip(job.raw, job.images, strict=True)]
         except Exception as exc:
             log.exception("postprocessing failed")

@@ -427,3 +427,25 @@ def test_several_workers_run_batches_at_the_same_time() -> None:
         await b.stop()
 
     asyncio.run(main())
+
+
+def test_grouping_batches_items_of_the_oldest_items_group_first() -> None:
+    batches: list[list[str]] = []
+
+    def run_batch(items: list[str]) -> list[str]:
+        batches.append(list(items))
+        return items
+
+    async def main() -> None:
+        # Group = first letter; hold the worker until everything is queued.
+        b = Batcher(run_batch, max_batch_size=2, max_delay_s=0.0, group_key=lambda s: s[0])
+        tasks = [asyncio.ensure_future(b.submit([x])) for x in ["w1", "t1", "w2", "t2", "w3"]]
+        await asyncio.sleep(0)  # all five are queued before the worker's first look
+        assert [r[0] for r in await asyncio.gather(*tasks)] == ["w1", "t1", "w2", "t2", "w3"]
+        await b.stop()
+
+    asyncio.run(main())
+    # The oldest item always leads; its group-mates join it ahead of older others.
+    assert batches[0] == ["w1", "w2"]
+    assert batches[1] == ["t1", "t2"]
+    assert batches[2] == ["w3"]
