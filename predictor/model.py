@@ -131,7 +131,7 @@ class DetectionModel(Model):  # type: ignore[misc]
             max_delay_s=b.max_batch_delay_ms / 1000.0,
             max_queue_size=b.max_queue_size,
             on_batch=metrics.observe_batch if metrics else None,
-            cost=lambda img: _pixels(img),
+            cost=_pixels,
             max_batch_cost=config.limits.max_batch_pixels,
             max_queue_cost=config.limits.max_batch_pixels * 4,
             workers=b.inference_workers,
