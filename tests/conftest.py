@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from predictor.bench.servers import ServerProcess, start
+from predictor.bench.servers import free_port as free_port  # re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL_DIR = REPO / "predictor" / "demo_model"
@@ -22,13 +21,6 @@ SHARED_DIR = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
 # Small and quick on a CPU; random weights are fine for plumbing tests.
 TEST_ARCH = "ssdlite320_mobilenet_v3_large"
 TEST_LABELS = ["__background__", "circle", "square", "triangle", "star"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def save_random_model(folder: Path, arch: str = TEST_ARCH, labels: Sequence[str] = TEST_LABELS,
@@ -59,66 +51,50 @@ def save_random_model(folder: Path, arch: str = TEST_ARCH, labels: Sequence[str]
 
 @dataclass
 class Server:
-    """A running ``python -m predictor`` process."""
+    """A running ``python -m predictor``, as the tests see it."""
 
-    proc: subprocess.Popen[bytes]
-    http_port: int
-    grpc_port: int
+    process: ServerProcess
     model_name: str
     model_dir: Path | None
-    log_path: Path
-    args: list[str] = field(default_factory=list)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.process.proc
+
+    @property
+    def http_port(self) -> int:
+        return self.process.http_port
+
+    @property
+    def grpc_port(self) -> int:
+        return self.process.grpc_port
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return self.process.url
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return self.process.grpc_target
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        """SIGTERM (SIGKILL if it lingers); returns the exit code."""
+        self.process.stop(timeout)
         return int(self.proc.returncode)
 
 
 def start_server(log_dir: Path, model_dir: Path | None, *extra: str, model_name: str = "detector",
                  timeout: float = 180) -> Server:
-    """Starts the real server on free 127.0.0.1 ports and waits until the model is ready."""
-    import httpx
+    """Starts the real server on free 127.0.0.1 ports and waits until the model is ready.
 
-    http_port, grpc_port = free_port(), free_port()
-    args = [sys.executable, "-m", "predictor", "--model_name", model_name,
-            "--http_port", str(http_port), "--grpc_port", str(grpc_port), *extra]
-    if model_dir is not None:
-        args += ["--model_dir", str(model_dir)]
-    log_path = log_dir / f"server-{http_port}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    server = Server(proc, http_port, grpc_port, model_name, model_dir, log_path, args)
-    deadline = time.monotonic() + timeout
-    url = f"{server.http_url}/v2/models/{model_name}/ready"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    server.stop()
-    raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()[-3000:]}")
+    Raises ``ServerFailed`` (a RuntimeError) with the log's tail when it does not get ready.
+    """
+    args = [*extra, *(["--model_dir", str(model_dir)] if model_dir is not None else [])]
+    process = start("predictor", args, log_dir, model_name=model_name, timeout=timeout)
+    return Server(process, model_name, model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image, ImageDraw
+
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +33,6 @@ def cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env.pop("DETECT_CLIENT_TOKEN", None)
     return subprocess.run([sys.executable, "-m", "client", *argv], capture_output=True,
                           text=True, cwd=REPO, env=env, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

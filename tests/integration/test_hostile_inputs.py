@@ -28,6 +28,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from PIL import Image
 
 from tests.conftest import Server, start_server
+from tests.pngs import png_chunk, png_header_only
 
 pytestmark = pytest.mark.integration
 
@@ -59,18 +60,6 @@ def picture(size: tuple[int, int] = (40, 30), fmt: str = "PNG",
     buf = io.BytesIO()
     Image.new("RGB", size, colour).save(buf, fmt)
     return buf.getvalue()
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` RGB but carries almost no pixel data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
-            + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b""))
 
 
 def png_zero_bomb(width: int, height: int) -> bytes:

@@ -6,7 +6,6 @@ import base64
 import csv
 import io
 import json
-import socket
 import sys
 import threading
 import types
@@ -19,6 +18,7 @@ import pytest
 from PIL import Image
 
 from client.cli import main
+from tests.conftest import free_port
 
 
 class FakeV1(BaseHTTPRequestHandler):
@@ -90,12 +90,6 @@ def images(tmp_path: Path) -> Path:
         Image.new("RGB", size, (i * 60, 80, 120)).save(folder / f"img{i}.png")
     (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

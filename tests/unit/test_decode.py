@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
 import time
 import tracemalloc
-import zlib
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from predictor.decode import (
     check_size,
     decode_image,
 )
+from tests.pngs import png_header_only
 
 LIMITS = ImageLimits()
 JPEG_TOLERANCE = 12  # flat colour blocks survive quality-95 JPEG within a few levels
@@ -41,18 +40,6 @@ def encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **kwargs)
     return buf.getvalue()
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares ``width`` x ``height`` RGB, with a few bytes of IDAT."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
-            + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b""))
 
 
 def max_diff(a: np.ndarray, b: np.ndarray) -> int:
