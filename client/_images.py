@@ -82,7 +82,7 @@ def prepare(image: ImageInput, index: int = 0) -> PreparedImage:
         return _from_pixels(image, f"image {index}")
     pil = _pil_image_type()
     if pil is not None and isinstance(image, pil):
-        return _from_pixels(np.asarray(image.convert("RGB")), f"image {index}")
+        return _from_pixels(rgb_pixels(image), f"image {index}")
     raise UnreadableInput(
         f"image {index}: cannot send a {type(image).__name__}; pass a file path, "
         f"encoded bytes, a PIL image or an HxWx3 uint8 numpy array"
@@ -127,7 +127,7 @@ def _from_encoded(data: bytes, name: str) -> PreparedImage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                data = _png(np.asarray(_oriented(img).convert("RGB")))
+                data = _png(rgb_pixels(_oriented(img)))
         except Exception as exc:
             raise UnreadableInput(f"cannot read {name}: cannot decode {fmt} ({exc})") from None
     return PreparedImage(name=name, encoded=data, pixels=None, size=(height, width))
@@ -144,6 +144,25 @@ def _from_pixels(array: np.ndarray, name: str) -> PreparedImage:
     pixels = np.ascontiguousarray(array)
     return PreparedImage(name=name, encoded=None, pixels=pixels,
                          size=(int(pixels.shape[0]), int(pixels.shape[1])))
+
+
+def rgb_pixels(img: Any) -> np.ndarray:
+    """Any PIL image as ``H x W x 3`` uint8 RGB, as the server converts it.
+
+    16-bit (and 32-bit integer) grayscale is scaled to 8 bits, not clipped: PIL's own
+    ``convert("RGB")`` clips, which turns a 16-bit picture white.
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.int64)
+        top = 65535 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+        gray = np.clip(arr * 255 // max(top, 1), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if img.mode == "F":
+        gray = np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
 def _orientation(img: Any) -> int:

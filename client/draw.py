@@ -52,10 +52,12 @@ def open_oriented(path: Any) -> Image.Image:
     """Opens an image the way the server sees it: EXIF rotation applied, RGB."""
     from PIL import Image, ImageOps
 
+    from ._images import rgb_pixels
+
     with Image.open(path) as img:
         img.load()
         oriented = ImageOps.exif_transpose(img) or img
-        return oriented.convert("RGB")
+        return Image.fromarray(rgb_pixels(oriented))
 
 
 def draw_detections(
@@ -75,9 +77,11 @@ def draw_detections(
         font_size: Label text height in pixels; scales with the image when None.
         show_scores: Append the score to each label.
     """
-    from PIL import ImageDraw
+    from PIL import Image, ImageDraw
 
-    canvas = image.convert("RGB")  # convert() copies, so the caller's image is untouched
+    from ._images import rgb_pixels
+
+    canvas = Image.fromarray(rgb_pixels(image))  # a copy: the caller's image is untouched
     shorter = min(canvas.size)
     width = line_width or max(1, round(shorter / 200))
     font = _font(font_size or max(10, round(shorter / 40)))

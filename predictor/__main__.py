@@ -30,13 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
     """Loads the model and serves until stopped; returns the exit code."""
     from kserve import ModelServer
-    from kserve import model_server as ks
 
-    from . import rest
+    from . import kserve_compat
     from .loader import LoadError
     from .metrics import Metrics
     from .model import DetectionModel
-    from .shutdown import GracefulShutdown
 
     if args.workers != 1:
         print("--workers must be 1: one process owns the model and its batcher; scale with "
@@ -50,13 +48,11 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
         log.error("cannot load the model: %s", exc)
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2
-    # KServe's gRPC server reads its message limit from its module-level args.
-    ks.args.grpc_max_receive_message_length = cfg.limits.max_body_bytes
-    rest.install(ks.app, cfg.limits.max_body_bytes,
-                 on_disconnect=lambda: metrics.reject("client_disconnected"))
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
                          enable_grpc=args.enable_grpc, grace_period=args.grace_period)
-    GracefulShutdown(server, model, args.grace_period).install()
+    kserve_compat.install(server, model, max_body_bytes=cfg.limits.max_body_bytes,
+                          grace_period=args.grace_period, on_reject=metrics.reject,
+                          on_disconnect=lambda: metrics.reject("client_disconnected"))
     server.start([model])
     return 0
 

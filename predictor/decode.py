@@ -8,8 +8,6 @@ nothing.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 from dataclasses import dataclass
 
@@ -35,28 +33,6 @@ class ImageLimits:
 
     max_pixels: int = 40_000_000
     max_side: int = 16_384
-
-
-def b64decode(text: str | bytes, where: str) -> bytes:
-    """Decodes standard or URL-safe base64; ``where`` names the input.
-
-    Padding may be missing and whitespace (line breaks) is ignored; any other
-    character outside the alphabet is an error.
-    """
-    if isinstance(text, str):
-        try:
-            text = text.encode("ascii")
-        except UnicodeEncodeError as exc:
-            raise DecodeError(f"{where}: base64 string has non-ASCII characters") from exc
-    # Line-wrapped (MIME) base64, as `base64 file.jpg` writes it, is still base64.
-    text = b"".join(text.split())
-    if b"-" in text or b"_" in text:
-        text = text.replace(b"-", b"+").replace(b"_", b"/")
-    text += b"=" * (-len(text) % 4)
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise DecodeError(f"{where}: not valid base64 ({exc})") from exc
 
 
 def check_size(width: int, height: int, limits: ImageLimits, where: str) -> None:

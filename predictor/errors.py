@@ -6,9 +6,11 @@
       ShuttingDownError       503 + Retry-After / UNAVAILABLE   SIGTERM received
       TimedOut                504 / DEADLINE_EXCEEDED           deadline passed in the queue
       InternalError           500 / INTERNAL                    a bug; details only in the log
+      VersionNotFound         404 / NOT_FOUND                   a model version not served
 
+A malformed request raises :class:`predictor.protocol.RequestError` (an InvalidInput).
 KServe's gRPC interceptor turns any ``GrpcException`` into its status code; the REST
-handler for ``ServiceError`` is registered by :mod:`predictor.http`.
+handler for ``ServiceError`` is registered by :mod:`predictor.rest_api`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput
 
 __all__ = ["InternalError", "InvalidInput", "Overloaded", "ServiceError", "ShuttingDownError",
-           "TimedOut"]
+           "TimedOut", "VersionNotFound", "batch_failure"]
 
 
 class ServiceError(GrpcException):
@@ -60,3 +62,36 @@ class InternalError(ServiceError):
 
     status_code = StatusCode.INTERNAL
     http_status = 500
+
+
+class VersionNotFound(ServiceError):
+    """The request named a model version this server does not serve."""
+
+    status_code = StatusCode.NOT_FOUND
+    http_status = 404
+
+
+def batch_failure(exc: Exception, request_timeout_ms: float) -> tuple[str, ServiceError]:
+    """A failure of the batcher or the model, worded for the caller: (metric reason, error)."""
+    from . import batcher
+    from .engine import OutOfMemory
+
+    if isinstance(exc, batcher.QueueFull):
+        if exc.by == "cost":
+            msg = (f"server busy: queued images hold {exc.queued / 1e6:.0f} megapixels; "
+                   f"the limit is {exc.limit / 1e6:.0f} (4 x --max_batch_pixels)")
+        else:
+            msg = (f"server busy: {exc.queued} images queued; the limit is {exc.limit} "
+                   f"(--max_queue_size)")
+        return "overloaded", Overloaded(f"{msg}; retry after {exc.retry_after} s",
+                                        retry_after=exc.retry_after)
+    if isinstance(exc, batcher.DeadlineExceeded):
+        return "timeout", TimedOut(f"{exc} (--request_timeout_ms {request_timeout_ms:g})")
+    if isinstance(exc, batcher.ShuttingDown):
+        return "shutting_down", ShuttingDownError(str(exc), retry_after=1)
+    if isinstance(exc, OutOfMemory):
+        # The batcher already retried in smaller batches: this image fails even alone.
+        return "out_of_memory", Overloaded(
+            "an image of this request does not fit in the device's memory, even in a batch "
+            "of its own; send smaller images (or lower --max_image_pixels)")
+    return "internal", InternalError("inference failed; the server log has the details")

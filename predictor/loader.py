@@ -6,6 +6,7 @@ bad ``storageUri`` stops the server at start with one readable line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import zipfile
@@ -38,6 +39,7 @@ class LoadedModel:
     labels: list[str]
     source: str
     scripted: bool = False
+    version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,6 +59,24 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LoadError(f"{path}: expected a JSON object with 'architecture', 'num_classes'")
     return data
+
+
+def model_version(config: dict[str, Any], weights: Path) -> str:
+    """config.json's ``version``, else the first 12 hex digits of the weights' SHA-256.
+
+    Every response names it, so a canary rollout shows which weights answered.
+    """
+    declared = config.get("version")
+    if declared is not None:
+        if not isinstance(declared, (str, int)) or isinstance(declared, bool) or not str(declared):
+            raise LoadError(f"config.json: \"version\" must be a non-empty string, "
+                            f"got {declared!r}")
+        return str(declared)
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def _read_labels(path: Path) -> list[str]:
@@ -159,7 +179,8 @@ def _pretrained(architecture: str, name: str, cfg: ModelConfig) -> LoadedModel:
     except (OSError, RuntimeError) as exc:
         raise LoadError(f"cannot download {architecture} weights {weights} ({exc}); "
                         f"without internet, put weights in --model_dir") from exc
-    return LoadedModel(module, architecture, labels, f"torchvision {weights}")
+    return LoadedModel(module, architecture, labels, f"torchvision {weights}",
+                       version=f"torchvision-{weights.name}")
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -219,7 +240,8 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
             raise LoadError(f"{weights_path}: cannot load TorchScript ({exc})") from exc
         scripted_arch = cfg.architecture or str(config.get("architecture", "torchscript"))
         names = labels or [f"class_{i}" for i in range(int(config.get("num_classes", 91)))]
-        return LoadedModel(module, scripted_arch, names, str(weights_path), scripted=True)
+        return LoadedModel(module, scripted_arch, names, str(weights_path), scripted=True,
+                           version=model_version(config, weights_path))
 
     architecture = cfg.architecture or config.get("architecture")
     if not architecture:
@@ -242,4 +264,5 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         raise LoadError(f"{weights_path} does not match {architecture} with {num_classes} "
                         f"classes: {' '.join(first)[:600]}") from exc
     names = labels or ["__background__"] + [f"class_{i}" for i in range(1, num_classes)]
-    return LoadedModel(module, str(architecture), names, str(weights_path))
+    return LoadedModel(module, str(architecture), names, str(weights_path),
+                       version=model_version(config, weights_path))

@@ -5,41 +5,29 @@ after that, so for up to a grace period gRPC would still take new requests. Here
 first SIGTERM also marks the model not ready (readiness probes fail, so Kubernetes
 stops routing) and starts the gRPC server's own graceful stop, which refuses new calls
 and lets those in flight finish. REST in-flight requests finish under uvicorn's drain;
-the process then exits 0.
+the process then exits 0. :mod:`predictor.kserve_compat` calls :meth:`begin` from
+uvicorn's signal handler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from types import FrameType
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-import uvicorn
 
 log = logging.getLogger(__name__)
 
 
 class GracefulShutdown:
-    """Hooks uvicorn's signal handler so that gRPC drains alongside REST."""
+    """Marks the model not ready and drains gRPC alongside REST."""
 
-    def __init__(self, server: Any, model: Any, grace_period: float) -> None:
-        self.server = server
+    def __init__(self, model: Any, grace_period: float,
+                 stop_grpc: Callable[[float], Awaitable[None]] | None = None) -> None:
         self.model = model
         self.grace_period = grace_period
+        self.stop_grpc = stop_grpc
         self.started = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def install(self) -> None:
-        """Wraps ``uvicorn.Server.handle_exit``; call before the server starts."""
-        original = uvicorn.Server.handle_exit
-        hook = self
-
-        def handle_exit(uv_server: uvicorn.Server, sig: int, frame: FrameType | None) -> None:
-            original(uv_server, sig, frame)
-            hook.begin()
-
-        uvicorn.Server.handle_exit = handle_exit  # type: ignore[method-assign,assignment]
 
     def begin(self) -> None:
         """Runs in the signal handler: schedule the drain on the event loop."""
@@ -52,10 +40,9 @@ class GracefulShutdown:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        loop.call_soon_threadsafe(lambda: loop.create_task(self._stop_grpc()))
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain_grpc()))
 
-    async def _stop_grpc(self) -> None:
-        grpc_server = getattr(getattr(self.server, "_grpc_server", None), "_server", None)
-        if grpc_server is not None:
-            await grpc_server.stop(grace=self.grace_period)
+    async def _drain_grpc(self) -> None:
+        if self.stop_grpc is not None:
+            await self.stop_grpc(self.grace_period)
             log.info("gRPC server drained")

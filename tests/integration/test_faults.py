@@ -33,6 +33,7 @@ from predictor.detections import select as real_select
 from predictor.engine import Engine, OutOfMemory
 from predictor.errors import InternalError, InvalidInput, ServiceError
 from predictor.model import DetectionModel
+from predictor.protocol.v1 import parse_v1
 from tests.conftest import Server
 
 pytestmark = pytest.mark.integration
@@ -94,7 +95,7 @@ def model(random_model_dir: Path, batch_calls: list[tuple[int, bool]]
 
 async def serve(model: DetectionModel, body: dict[str, Any]) -> Any:
     """One request through the model, as KServe's data plane runs it."""
-    job = await model.preprocess(body)
+    job = await model.preprocess(parse_v1(body, 64))
     job = await model.predict(job)
     return await model.postprocess(job)
 

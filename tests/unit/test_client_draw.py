@@ -68,3 +68,13 @@ def test_open_oriented_applies_exif_rotation(tmp_path: Path) -> None:
     path = tmp_path / "rotated.jpg"
     Image.new("RGB", (30, 10), (9, 9, 9)).save(path, exif=exif.tobytes())
     assert open_oriented(path).size == (10, 30)
+
+
+def test_16_bit_pictures_are_drawn_as_they_look(tmp_path: Path) -> None:
+    path = tmp_path / "gray16.png"
+    Image.fromarray(np.full((20, 30), 16384, dtype=np.uint16)).save(path)
+    opened = open_oriented(path)
+    assert opened.mode == "RGB"
+    assert opened.getpixel((5, 5)) == (63, 63, 63)  # not clipped to white
+    drawn = draw_detections(Image.open(path), [])
+    assert drawn.getpixel((5, 5)) == (63, 63, 63)

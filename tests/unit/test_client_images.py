@@ -86,3 +86,21 @@ def test_single_images_and_batched_arrays_are_normalised() -> None:
     assert len(list(as_image_list(np.zeros((3, 4, 4, 3), np.uint8)))) == 3
     assert len(list(as_image_list(Image.new("RGB", (2, 2))))) == 1
     assert [(start, len(b)) for start, b in chunks(range(7), 3)] == [(0, 3), (3, 3), (6, 1)]
+
+
+def gray16(value: int, size: tuple[int, int] = (8, 6)) -> Image.Image:
+    """A 16-bit grayscale picture of one level (0..65535)."""
+    return Image.fromarray(np.full((size[1], size[0]), value, dtype=np.uint16))
+
+
+def test_16_bit_pictures_are_scaled_not_saturated() -> None:
+    # A mid-gray 16-bit TIFF: the server does not read TIFF, so the client converts it,
+    # and it must stay mid-gray (PIL's convert("RGB") would clip it to white).
+    out = io.BytesIO()
+    gray16(32768).save(out, format="TIFF")
+    sent = Image.open(io.BytesIO(prepare(out.getvalue()).as_encoded()))
+    assert np.asarray(sent.convert("RGB"))[0, 0].tolist() == [127, 127, 127]
+    # The same picture given as a PIL image is sent as pixels of the same level.
+    pixels = prepare(gray16(65535 // 4)).pixels
+    assert pixels is not None
+    assert pixels[0, 0].tolist() == [63, 63, 63]

@@ -12,9 +12,9 @@ from predictor.detections import (
     ParameterError,
     RawDetections,
     RequestOptions,
-    parse_options,
     select,
 )
+from predictor.protocol.options import parse_options
 
 LABELS = LabelMap(["__background__", "circle", "square", "triangle", "star"])
 DEFAULTS = {"default_threshold": 0.5, "min_threshold": 0.05, "max_detections": 100}

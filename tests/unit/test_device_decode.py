@@ -16,6 +16,7 @@ from PIL import Image
 
 from predictor.config import DEMO_MODEL_DIR, BatchingConfig, ModelConfig, ServerConfig
 from predictor.model import DetectionModel
+from predictor.protocol.v1 import parse_v1
 from predictor.synthetic import make_sample
 
 
@@ -34,7 +35,7 @@ def _call(model: DetectionModel, data: bytes) -> Any:
         body = {"instances": [{"b64": base64.b64encode(data).decode()}],
                 "parameters": {"score_threshold": 0.3}}
         try:
-            job = await model.preprocess(body)
+            job = await model.preprocess(parse_v1(body, 64))
             images = job.images
             job = await model.predict(job)
             return images, await model.postprocess(job)

@@ -1,4 +1,4 @@
-"""payload: every accepted request form to image sources, and every refusal."""
+"""protocol.v1 / protocol.v2: every accepted request form to image sources, and every refusal."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import struct
 import numpy as np
 import pytest
 
-from predictor.decode import DecodeError
-from predictor.payload import parse_v1, parse_v2_input, split_bytes_tensor
+from predictor.protocol import RequestError, Tensor
+from predictor.protocol.v1 import parse_v1
+from predictor.protocol.v2 import image_input, image_sources, split_bytes_tensor
 
 FILE_A = b"\xff\xd8\xff\xe0 not utf-8 \x80\x81\xfe"  # stands in for an encoded image
 FILE_B = b"\x89PNG\r\n\x1a\n\x00\x00 second file"
@@ -26,7 +27,7 @@ def prefixed(*elements: bytes) -> bytes:
 
 def v2(datatype: str, shape: list[int], data: object = None, raw: bytes | None = None,
        max_images: int = MAX_IMAGES, max_pixels: int = MAX_PIXELS) -> list:
-    return parse_v2_input("image", datatype, shape, data, raw, max_images, max_pixels)
+    return image_sources(Tensor("image", datatype, tuple(shape), data, raw), max_images, max_pixels)
 
 
 # ---- V1 ----------------------------------------------------------------------------
@@ -81,7 +82,7 @@ def test_v1_raw_body_is_one_image():
      '"parameters" must be an object, got list'),
 ])
 def test_v1_errors_name_the_problem(body, message):
-    with pytest.raises(DecodeError, match=message):
+    with pytest.raises(RequestError, match=message):
         parse_v1(body, MAX_IMAGES)
 
 
@@ -107,7 +108,7 @@ def test_bytes_empty_element_survives_the_split():
     (struct.pack("<I", 0xFFFFFFFF) + b"abc", 1, "declares 4294967295 bytes"),
 ])
 def test_bytes_malformed_raw_tensor(raw, count, message):
-    with pytest.raises(DecodeError, match=f"input 'image': .*{message}"):
+    with pytest.raises(RequestError, match=f"input 'image': .*{message}"):
         v2("BYTES", [count], raw=raw)
 
 
@@ -132,7 +133,7 @@ def test_bytes_from_grpc_bytes_contents_are_kept_raw():
     ([-1], [B64_A], "negative dimension"),
 ])
 def test_bytes_json_errors(shape, data, message):
-    with pytest.raises(DecodeError, match=message):
+    with pytest.raises(RequestError, match=message):
         v2("BYTES", shape, data=data)
 
 
@@ -180,21 +181,32 @@ def test_uint8_whole_floats_are_accepted():
                                     r"\(--max_image_pixels\)"),
 ])
 def test_uint8_errors(shape, data, raw, message):
-    with pytest.raises(DecodeError, match=message):
+    with pytest.raises(RequestError, match=message):
         v2("UINT8", shape, data=data, raw=raw)
 
 
 def test_pixel_limit_is_checked_from_the_shape_before_reading_data():
     # A shape declaring 100 gigapixels is refused without touching (absent) data.
-    with pytest.raises(DecodeError, match="--max_image_pixels"):
+    with pytest.raises(RequestError, match="--max_image_pixels"):
         v2("UINT8", [1, 100_000, 1_000_000, 3], data=None)
 
 
 def test_unsupported_datatype_says_what_is_accepted():
-    with pytest.raises(DecodeError, match=r"input 'image' has datatype FP32; expected BYTES "
+    with pytest.raises(RequestError, match=r"input 'image' has datatype FP32; expected BYTES "
                                           r"\(encoded images\) or UINT8"):
         v2("FP32", [1, 2, 2, 3], data=[0.0] * 12)
 
 
 def test_datatype_is_case_insensitive():
     assert v2("bytes", [1], data=[B64_A]) == [FILE_A]
+
+
+def test_the_image_input_is_chosen_by_name_or_alone():
+    image = Tensor("image", "BYTES", (1,), ["x"])
+    other = Tensor("other", "BYTES", (1,), ["y"])
+    assert image_input([other, image]) is image
+    assert image_input([other]) is other  # one input: its name does not matter
+    with pytest.raises(RequestError, match="expected one input named 'image', got: other, more"):
+        image_input([other, Tensor("more", "BYTES", (1,), [])])
+    with pytest.raises(RequestError, match="got: none"):
+        image_input([])

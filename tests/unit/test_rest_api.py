@@ -1,148 +1,16 @@
-"""rest: the V2 binary-extension decoder and the RequestGuard ASGI middleware."""
+"""rest_api.RequestGuard: body limits, inflating, request ids, disconnects, the catch-all."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
-import struct
+import zlib
 from typing import Any
 
 import pytest
-from kserve.errors import InvalidInput
 
-from predictor.payload import parse_v2_input
-from predictor.rest import HEADER_LENGTH, RequestGuard, decode_binary_request
-
-# Bytes no UTF-8 round trip survives: KServe's own decoder corrupts these.
-IMAGE_A = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x80\x81\xfe\xff\xc0"
-IMAGE_B = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xde\xad\xbe\xef"
-
-
-def bytes_tensor(*elements: bytes) -> bytes:
-    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
-
-
-def binary_body(header: dict[str, Any], *parts: bytes) -> tuple[bytes, int]:
-    head = json.dumps(header).encode()
-    return head + b"".join(parts), len(head)
-
-
-def image_input(size: int, count: int = 2, **extra: Any) -> dict[str, Any]:
-    return {"name": "image", "datatype": "BYTES", "shape": [count],
-            "parameters": {"binary_data_size": size, **extra}}
-
-
-# ---- decode_binary_request ---------------------------------------------------------
-
-def test_bytes_input_keeps_raw_image_bytes_intact():
-    raw = bytes_tensor(IMAGE_A, IMAGE_B)
-    body, length = binary_body(
-        {"id": "req-1", "inputs": [image_input(len(raw))],
-         "outputs": [{"name": "detection_boxes", "parameters": {"binary_data": True}}],
-         "parameters": {"score_threshold": 0.3}}, raw)
-    request = decode_binary_request(body, length, "detector")
-    assert request.model_name == "detector"
-    assert request.id == "req-1"
-    assert request.parameters == {"score_threshold": 0.3}
-    assert [o.name for o in request.request_outputs] == ["detection_boxes"]
-    (tensor,) = request.inputs
-    assert (tensor.name, tensor.datatype, tensor.shape) == ("image", "BYTES", [2])
-    assert tensor._raw_data == raw
-    files = parse_v2_input(tensor.name, tensor.datatype, tensor.shape, tensor.data,
-                           tensor._raw_data, 8, 10**6)
-    assert files == [IMAGE_A, IMAGE_B]
-
-
-def test_two_binary_inputs_take_their_own_bytes_in_order():
-    first, second = bytes_tensor(IMAGE_A), b"\x01\x02\x03"
-    body, length = binary_body({"inputs": [
-        image_input(len(first), count=1),
-        {"name": "extra", "datatype": "UINT8", "shape": [3],
-         "parameters": {"binary_data_size": len(second)}},
-    ]}, first, second)
-    request = decode_binary_request(body, length, "m")
-    assert request.inputs[0]._raw_data == first
-    assert request.inputs[1]._raw_data == second
-
-
-def test_json_data_inputs_without_binary_part():
-    body, length = binary_body({"inputs": [
-        {"name": "image", "datatype": "UINT8", "shape": [1, 1, 1, 3], "data": [1, 2, 3]}]})
-    request = decode_binary_request(body, length, "m")
-    assert request.inputs[0].data == [1, 2, 3]
-
-
-@pytest.mark.parametrize("length", [0, -1, 10_000])
-def test_bad_header_length(length):
-    raw = bytes_tensor(IMAGE_A)
-    body, _ = binary_body({"inputs": [image_input(len(raw), count=1)]}, raw)
-    with pytest.raises(InvalidInput, match=f"{HEADER_LENGTH} is {length}, but the body has"):
-        decode_binary_request(body, length, "m")
-
-
-def test_header_length_cutting_the_json_is_invalid_json():
-    raw = bytes_tensor(IMAGE_A)
-    body, length = binary_body({"inputs": [image_input(len(raw), count=1)]}, raw)
-    with pytest.raises(InvalidInput, match="not valid JSON"):
-        decode_binary_request(body, length - 3, "m")
-
-
-def test_binary_size_running_past_the_end():
-    raw = bytes_tensor(IMAGE_A)
-    body, length = binary_body({"inputs": [image_input(len(raw) + 5, count=1)]}, raw)
-    with pytest.raises(InvalidInput, match=rf"inputs\[0\]: binary_data_size {len(raw) + 5} runs "
-                                           rf"past the end of the body \({len(raw)} bytes left\)"):
-        decode_binary_request(body, length, "m")
-
-
-def test_leftover_bytes_are_refused():
-    raw = bytes_tensor(IMAGE_A)
-    body, length = binary_body({"inputs": [image_input(len(raw), count=1)]}, raw, b"junk")
-    with pytest.raises(InvalidInput, match="the body has 4 bytes that no input claims"):
-        decode_binary_request(body, length, "m")
-
-
-@pytest.mark.parametrize(("header", "message"), [
-    ({"inputs": [{"name": "image", "shape": [1],
-                  "parameters": {"binary_data_size": 0}}]},
-     r"inputs\[0\] needs name, shape and datatype"),
-    ({"inputs": [{"datatype": "BYTES", "shape": [1], "data": []}]}, "needs name"),
-    ({"inputs": ["image"]}, r"inputs\[0\] needs name"),
-    ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": ["1"], "data": []}]},
-     "shape must be a list of integers"),
-    ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [True], "data": []}]},
-     "shape must be a list of integers"),
-    ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1]}]},
-     "has neither data nor binary_data_size"),
-    ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
-                  "parameters": {"binary_data_size": -1}}]},
-     "binary_data_size must be a non-negative integer"),
-    ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
-                  "parameters": {"binary_data_size": "4"}}]},
-     "binary_data_size must be a non-negative integer"),
-    ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
-                  "parameters": [1]}]}, "parameters must be an object"),
-    ({"images": []}, 'needs an "inputs" list'),
-    ([1, 2], 'needs an "inputs" list'),
-    ({"inputs": [], "outputs": [{"binary_data": True}]}, '"outputs" must be a list'),
-    ({"inputs": [], "parameters": "x"}, '"parameters" must be an object'),
-])
-def test_malformed_headers(header, message):
-    body, length = binary_body(header)
-    with pytest.raises(InvalidInput, match=message):
-        decode_binary_request(body, length, "m")
-
-
-def test_empty_body():
-    with pytest.raises(InvalidInput, match="empty request body"):
-        decode_binary_request(b"", 0, "m")
-
-
-def test_non_utf8_json_part():
-    body = b'{"inputs": "\xff\xfe"}'
-    with pytest.raises(InvalidInput, match="not valid JSON"):
-        decode_binary_request(body, len(body), "m")
-
+from predictor.rest_api import RequestGuard
 
 # ---- RequestGuard ------------------------------------------------------------------
 
@@ -323,3 +191,108 @@ def test_other_scopes_pass_straight_through():
     asyncio.run(guard({"type": "lifespan"}, client.receive, client.send))
     assert calls == ["lifespan"]
     assert client.receives == 0
+
+
+def header(client: Client, name: bytes) -> bytes | None:
+    starts = [m for m in client.sent if m["type"] == "http.response.start"]
+    return dict(starts[0]["headers"]).get(name) if starts else None
+
+
+def encoded_scope(encoding: str, length: int | None = None) -> dict[str, Any]:
+    s = scope(length)
+    s["headers"].append((b"content-encoding", encoding.encode()))
+    return s
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "x-gzip", "GZip"])
+def test_compressed_body_reaches_the_app_inflated(encoding):
+    body = json.dumps({"inputs": ["x" * 500]}).encode()
+    packed = zlib.compress(body) if encoding == "deflate" else gzip.compress(body)
+    app, client = EchoApp(), Client([packed[:7], packed[7:]])
+    serve(RequestGuard(app, max_body_bytes=10_000), client, encoded_scope(encoding, len(packed)))
+    assert client.status == 200
+    assert app.bodies == [body]
+
+
+def test_raw_deflate_is_accepted_too():
+    body = b'{"instances": []}' * 20
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    packed = packer.compress(body) + packer.flush()
+    app, client = EchoApp(), Client([packed])
+    serve(RequestGuard(app, max_body_bytes=10_000), client, encoded_scope("deflate"))
+    assert app.bodies == [body]
+
+
+def test_gzip_bomb_is_refused_without_inflating_it():
+    bomb = gzip.compress(b"\0" * 50_000_000, compresslevel=9)  # ~50 KB on the wire
+    rejected: list[str] = []
+    app, client = EchoApp(), Client([bomb])
+    guard = RequestGuard(app, max_body_bytes=1_000_000, on_reject=rejected.append)
+    serve(guard, client, encoded_scope("gzip", len(bomb)))
+    assert client.status == 413
+    error = json.loads(client.body)["error"]
+    assert "inflates to more than 1000000 bytes" in error
+    assert "--max_body_bytes" in error
+    assert app.calls == 0
+    assert rejected == ["too_large"]
+
+
+def test_corrupt_or_truncated_gzip_is_400():
+    packed = gzip.compress(b"x" * 1000)
+    for bad in (b"not gzip at all", packed[: len(packed) // 2]):
+        app, client = EchoApp(), Client([bad])
+        serve(RequestGuard(app, max_body_bytes=10_000), client, encoded_scope("gzip"))
+        assert client.status == 400, bad
+        assert "gzip" in json.loads(client.body)["error"]
+        assert app.calls == 0
+
+
+def test_unknown_content_encoding_is_415_naming_what_works():
+    app, client = EchoApp(), Client([b"xx"])
+    serve(RequestGuard(app, max_body_bytes=100), client, encoded_scope("br"))
+    assert client.status == 415
+    assert "gzip, deflate" in json.loads(client.body)["error"]
+
+
+def test_every_answer_carries_a_request_id_and_keeps_the_callers():
+    app, client = EchoApp(), Client([b"{}"])
+    serve(RequestGuard(app, max_body_bytes=100), client, scope(2))
+    generated = header(client, b"x-request-id")
+    assert generated
+    assert len(generated) == 32
+    s = scope(2)
+    s["headers"].append((b"x-request-id", b"trace-42"))
+    client = Client([b"{}"])
+    serve(RequestGuard(app, max_body_bytes=100), client, s)
+    assert header(client, b"x-request-id") == b"trace-42"
+
+
+def test_unexpected_exception_is_a_500_with_the_request_id_not_the_text(caplog):
+    async def broken(scope_, receive, send) -> None:
+        await receive()
+        raise RuntimeError("secret internal detail /opt/app/x.py")
+
+    client = Client([b"{}"])
+    serve(RequestGuard(broken, max_body_bytes=100), client, scope(2))
+    assert client.status == 500
+    error = json.loads(client.body)["error"]
+    request_id = header(client, b"x-request-id").decode()
+    assert request_id in error
+    assert "secret" not in error
+    assert "RuntimeError" not in error
+    assert request_id in caplog.text
+    assert "secret internal detail" in caplog.text
+
+
+def test_400_answers_are_counted_as_invalid():
+    async def refuse(scope_, receive, send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    rejected: list[str] = []
+    serve(RequestGuard(refuse, max_body_bytes=100, on_reject=rejected.append), Client([b"{}"]),
+          scope(2))
+    serve(RequestGuard(EchoApp(), max_body_bytes=100, on_reject=rejected.append),
+          Client([b"{}"]), scope(2))
+    assert rejected == ["invalid"]

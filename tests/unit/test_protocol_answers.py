@@ -1,4 +1,4 @@
-"""encode: detections to the V1 JSON element and to padded V2 tensors."""
+"""protocol answers: detections to the V1 JSON element and to padded V2 tensors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import numpy as np
 
 from predictor.detections import Detections
-from predictor.encode import V2_OUTPUTS, to_v1, to_v2
+from predictor.protocol.v1 import prediction as to_v1
+from predictor.protocol.v2 import OUTPUTS as V2_OUTPUTS
+from predictor.protocol.v2 import detection_tensors as to_v2
 
 
 def dets(n: int, size: tuple[int, int] = (480, 640), first_label: int = 1) -> Detections:
