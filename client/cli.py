@@ -299,6 +299,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ._report import write_json
 
     evaluation = _optional_module("evaluate")
+    try:
+        evaluation.require_pycocotools()
+    except ImportError as exc:
+        raise CommandUnavailable(f"the evaluate command is not available: {exc}") from None
     options = _detect_kwargs(args)
     with _client(args) as client:
         def detect_fn(paths: Sequence[Any]) -> list[list[tuple[Any, float, int]]]:

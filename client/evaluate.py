@@ -1,20 +1,22 @@
-"""Detection accuracy: COCO-style mAP@0.5 and mAP@0.5:0.95 from a labelled image folder.
+"""Detection accuracy: COCO mAP@0.5 and mAP@0.5:0.95 of a served model on a labelled folder.
 
-The metric follows the COCO definition: for each class and IoU threshold, detections of
-all images are ranked by score, each one matched greedily to the unmatched ground-truth
-box of the same class it overlaps most (IoU at or above the threshold), and the area under
-the interpolated precision/recall curve is sampled at 101 recall points. mAP averages over
-the classes that have ground truth; mAP@0.5:0.95 also averages over IoU 0.50, 0.55 ... 0.95.
-As in COCO, at most ``max_detections`` (100) highest-scoring detections per image and
-class count.
+The numbers are computed by ``pycocotools``, the COCO project's own evaluation (optional
+extra ``kserve-detector[eval]``: it needs only numpy, so the client stays light and
+torch-free). COCO's rules apply: per class and IoU threshold, detections of all images
+are ranked by score and matched greedily to unmatched ground truth; AP is the
+interpolated precision sampled at 101 recall points; at most ``max_detections`` (100)
+highest-scoring detections per image and class count; means are over the classes that
+have ground truth, and mAP@0.5:0.95 also over IoU 0.50, 0.55 ... 0.95.
 
 Ground truth comes from a folder of images and a COCO ``annotations.json`` (``bbox`` is
 ``[x, y, w, h]`` in pixels); predictions come from any ``detect_fn`` (for example one that
-calls the server), so this module needs only numpy.
+calls the server).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +33,6 @@ Predictions = Sequence[Sequence[tuple[Box, float, int]]]
 """Per image: ``(box, score, label_id)`` triples."""
 DetectFn = Callable[[list[Path]], Predictions]
 
-IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
-_RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
 
 @dataclass(frozen=True)
@@ -120,56 +120,39 @@ class Report:
         return "\n".join(rows)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``N x 4`` and ``M x 4`` xyxy boxes -> ``N x M``."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+def require_pycocotools() -> None:
+    """Raises ImportError with the install hint when the optional extra is missing."""
+    try:
+        import pycocotools.cocoeval  # noqa: F401
+    except ImportError as exc:
+        raise ImportError("evaluation needs pycocotools: pip install 'kserve-detector[eval]'") \
+            from exc
 
 
-def average_precision(tp: np.ndarray, num_gt: int) -> float:
-    """101-point interpolated AP of detections already ranked by score.
+def _coco(images: int, annotations: list[dict[str, Any]], labels: Sequence[int]) -> Any:
+    from pycocotools.coco import COCO
 
-    Args:
-        tp: Bool per ranked detection, True where it matched a ground-truth box.
-        num_gt: Ground-truth boxes of the class.
-    """
-    if num_gt == 0:
-        return float("nan")
-    if tp.size == 0:
-        return 0.0
-    tps = np.cumsum(tp, dtype=np.float64)
-    fps = np.cumsum(~tp, dtype=np.float64)
-    recall = tps / num_gt
-    precision = tps / (tps + fps)
-    # The envelope: precision at recall r is the best precision at any recall >= r.
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    idx = np.searchsorted(recall, _RECALL_POINTS, side="left")
-    sampled = np.where(idx < precision.size, precision[np.minimum(idx, precision.size - 1)], 0.0)
-    return float(sampled.mean())
+    coco = COCO()
+    coco.dataset = {"images": [{"id": i} for i in range(images)],
+                    "categories": [{"id": int(c)} for c in labels],
+                    "annotations": annotations}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        coco.createIndex()
+    return coco
 
 
-def _match(det_boxes: np.ndarray, gt_boxes: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedy COCO matching within one image; detections must be in score order."""
-    tp = np.zeros(len(det_boxes), dtype=bool)
-    if len(det_boxes) == 0 or len(gt_boxes) == 0:
-        return tp
-    ious = box_iou(det_boxes, gt_boxes)
-    taken = np.zeros(len(gt_boxes), dtype=bool)
-    for d in range(len(det_boxes)):
-        row = np.where(taken, -1.0, ious[d])
-        g = int(np.argmax(row))
-        if row[g] >= threshold:
-            taken[g] = True
-            tp[d] = True
-    return tp
+def _annotation(index: int, image: int, box: Box, label: int,
+                score: float | None) -> dict[str, Any]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    ann = {"id": index + 1, "image_id": image, "category_id": int(label), "iscrowd": 0,
+           "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
+    if score is not None:
+        ann["score"] = float(score)
+    return ann
+
+
+def _counted(preds: Sequence[tuple[Box, float, int]], label: int, limit: int) -> int:
+    return min(limit, sum(1 for p in preds if int(p[2]) == label))
 
 
 def evaluate_detections(
@@ -188,7 +171,9 @@ def evaluate_detections(
 
     Raises:
         ValueError: The two sequences differ in length.
+        ImportError: pycocotools is not installed.
     """
+    require_pycocotools()
     if len(ground_truth) != len(predictions):
         raise ValueError(
             f"{len(ground_truth)} ground-truth images but "
@@ -197,51 +182,40 @@ def evaluate_detections(
     names = dict(class_names or {})
     gt_labels = sorted({int(lab) for image in ground_truth for _, lab in image})
     pred_labels = {int(lab) for image in predictions for _, _, lab in image}
+    labels = sorted(set(gt_labels) | pred_labels)
+    truth = [(image, box, lab) for image, gts in enumerate(ground_truth) for box, lab in gts]
+    dets = [(image, box, lab, score) for image, preds in enumerate(predictions)
+            for box, score, lab in preds]
+    gt = _coco(len(ground_truth), [_annotation(i, im, b, lab, None)
+                                   for i, (im, b, lab) in enumerate(truth)], labels)
+    dt = _coco(len(ground_truth), [_annotation(i, im, b, lab, s)
+                                   for i, (im, b, lab, s) in enumerate(dets)], labels)
+    from pycocotools.cocoeval import COCOeval
+
+    evaluation = COCOeval(gt, dt, iouType="bbox")
+    evaluation.params.catIds = gt_labels
+    evaluation.params.maxDets = [max_detections]  # evaluate() sorts the list
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation.evaluate()
+        evaluation.accumulate()
+    # precision: [IoU threshold, recall point, class, area range, max dets]; -1 = no data.
+    empty = not gt_labels
+    precision = np.zeros((10, 101, 0)) if empty else evaluation.eval["precision"][:, :, :, 0, -1]
+    recall = np.zeros((10, 0)) if empty else evaluation.eval["recall"][:, :, 0, -1]
 
     per_class: list[ClassResult] = []
-    for label in gt_labels:
-        scores: list[float] = []
-        hits: dict[float, list[bool]] = {t: [] for t in IOU_THRESHOLDS}
-        num_gt = 0
-        for gts, preds in zip(ground_truth, predictions, strict=True):
-            gt_boxes = np.array(
-                [b for b, lab in gts if int(lab) == label], dtype=np.float64
-            ).reshape(-1, 4)
-            mine = sorted((p for p in preds if int(p[2]) == label), key=lambda p: -float(p[1]))[
-                :max_detections
-            ]
-            det_boxes = np.array([p[0] for p in mine], dtype=np.float64).reshape(-1, 4)
-            num_gt += len(gt_boxes)
-            scores.extend(float(p[1]) for p in mine)
-            for t in IOU_THRESHOLDS:
-                hits[t].extend(_match(det_boxes, gt_boxes, t).tolist())
-        # Stable rank: ties keep image order, as COCO's mergesort does.
-        order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
-        aps = {
-            t: average_precision(np.asarray(hits[t], dtype=bool)[order], num_gt)
-            for t in IOU_THRESHOLDS
-        }
-        recall50 = float(np.sum(hits[0.5])) / num_gt if num_gt else 0.0
-        per_class.append(
-            ClassResult(
-                label_id=label,
-                name=names.get(label, str(label)),
-                ap50=aps[0.5],
-                ap=float(np.mean(list(aps.values()))),
-                recall50=recall50,
-                num_ground_truth=num_gt,
-                num_detections=len(scores),
-            )
-        )
+    for k, label in enumerate(gt_labels):
+        by_iou = [float(np.mean(np.maximum(precision[t, :, k], 0.0)))
+                  for t in range(precision.shape[0])]
+        per_class.append(ClassResult(
+            label_id=label, name=names.get(label, str(label)), ap50=by_iou[0],
+            ap=float(np.mean(by_iou)), recall50=float(max(recall[0, k], 0.0)),
+            num_ground_truth=sum(1 for _, _, lab in truth if int(lab) == label),
+            num_detections=sum(_counted(p, label, max_detections) for p in predictions)))
     map50 = float(np.mean([c.ap50 for c in per_class])) if per_class else float("nan")
     map_ = float(np.mean([c.ap for c in per_class])) if per_class else float("nan")
-    return Report(
-        tuple(per_class),
-        map50,
-        map_,
-        len(ground_truth),
-        tuple(sorted(pred_labels - set(gt_labels))),
-    )
+    return Report(tuple(per_class), map50, map_, len(ground_truth),
+                  tuple(sorted(pred_labels - set(gt_labels))))
 
 
 def load_coco(
@@ -281,6 +255,7 @@ def run(
     """
     from tqdm import tqdm
 
+    require_pycocotools()  # before minutes of requests, not after
     paths, truth, names = load_coco(images_dir, annotations_path)
     predictions: list[Sequence[tuple[Box, float, int]]] = []
     with tqdm(total=len(paths), desc="evaluate", unit="img", disable=not progress) as bar:

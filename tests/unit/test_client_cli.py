@@ -212,7 +212,7 @@ def test_evaluate_hands_a_detect_function_to_client_evaluate(
         return Report()
 
     monkeypatch.setitem(sys.modules, "client.evaluate",
-                        types.SimpleNamespace(run=fake_run))
+                        types.SimpleNamespace(run=fake_run, require_pycocotools=lambda: None))
     report = tmp_path / "report.json"
     code, out, _ = run(capsys, "evaluate", str(images), "ann.json", "--url", server_url,
                        "--protocol", "v1", "--json", str(report), "--no-progress")
@@ -235,6 +235,14 @@ def test_missing_optional_commands_say_so(
     code, _, err = run(capsys, *argv)
     assert code == 1
     assert f"the {command} command is not available" in err
+
+
+def test_evaluate_without_pycocotools_says_how_to_install_it_before_any_request(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pycocotools.cocoeval", None)
+    code, _, err = run(capsys, "evaluate", "imgs", "ann.json", "--url", "http://127.0.0.1:9")
+    assert code == 1
+    assert "pip install 'kserve-detector[eval]'" in err
 
 
 def test_bench_gets_its_arguments_untouched(capsys: pytest.CaptureFixture[str],

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from importlib.metadata import version
+
+import tomllib
 
 from predictor import kserve_compat
 from tests.conftest import REPO
