@@ -45,6 +45,7 @@ class DetectorServicer(InferenceServicer):  # type: ignore[misc]
         metadata = dict(context.invocation_metadata() or ())
         request_id = str(metadata.get(REQUEST_ID) or uuid.uuid4().hex)
         headers = {**{str(k): str(v) for k, v in metadata.items()}, REQUEST_ID: request_id}
+        context.set_trailing_metadata(((REQUEST_ID, request_id),))
         try:
             model = await self._model(request.model_name, request.model_version)
             parsed = grpc_v2.parse_infer_request(

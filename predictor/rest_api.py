@@ -244,6 +244,12 @@ class InferenceRoutes:
             "platform": metadata["platform"], "inputs": metadata["inputs"],
             "outputs": metadata["outputs"]}), media_type="application/json")
 
+    async def v2_ready(self, model_name: str, model_version: str) -> Response:
+        """``GET /v2/models/{name}/versions/{version}/ready`` (KServe's answers 501)."""
+        model = await self._model(model_name, model_version)
+        return Response(orjson.dumps({"name": model.name, "ready": True}),
+                        media_type="application/json")
+
     def register(self, app: FastAPI) -> None:
         """Adds the routes; call before KServe adds its own, so that these match first."""
         app.add_api_route("/v1/models/{model_name}:predict", self.v1_predict, methods=["POST"])
@@ -251,6 +257,7 @@ class InferenceRoutes:
         for prefix in ("/v2/models/{model_name}", versioned):
             app.add_api_route(prefix + "/infer", self.v2_infer, methods=["POST"])
             app.add_api_route(prefix, self.v2_metadata, methods=["GET"])
+        app.add_api_route(versioned + "/ready", self.v2_ready, methods=["GET"])
 
 
 def check_version(model: ServedModel, version: str) -> None:

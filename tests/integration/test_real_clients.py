@@ -328,6 +328,9 @@ def test_a_named_version_is_served_only_if_it_is_this_one(served_model: Any,
     wrong = http.post("/v2/models/detector/versions/0/infer", json=v2_json(blank_jpeg()))
     assert wrong.status_code == 404
     assert f"serves version '{version}'" in wrong.json()["error"]
+    assert http.get(f"/v2/models/detector/versions/{version}/ready").json()["ready"] is True
+    assert http.get(f"/v2/models/detector/versions/{version}").json()["versions"] == [version]
+    assert http.get("/v2/models/detector/versions/0/ready").status_code == 404
 
 
 def test_the_request_id_comes_back(http: httpx.Client) -> None:
@@ -335,3 +338,18 @@ def test_the_request_id_comes_back(http: httpx.Client) -> None:
                   headers={"x-request-id": "trace-123"})
     assert r.headers["x-request-id"] == "trace-123"
     assert r.json()["id"] == "abc"
+
+
+def test_the_request_id_comes_back_over_grpc(served_model: Any) -> None:
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as stubs
+
+    request = pb.ModelInferRequest(model_name="detector")
+    request.inputs.add(name="image", datatype="BYTES", shape=[1])
+    image = blank_jpeg()
+    request.raw_input_contents.append(len(image).to_bytes(4, "little") + image)
+    with grpc.insecure_channel(served_model.grpc_url) as channel:
+        _, call = stubs.GRPCInferenceServiceStub(channel).ModelInfer.with_call(
+            request, metadata=(("x-request-id", "trace-9"),), timeout=60)
+    assert ("x-request-id", "trace-9") in list(call.trailing_metadata())
