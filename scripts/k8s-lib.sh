@@ -125,11 +125,15 @@ image_registry() {
 # (kubernetes-sigs/kind#3795). Saving only the engine's platform avoids that; Docker
 # before 28 has no `save --platform`, and no such index either.
 load_image_archive() {
-    local image="$1" cluster="$2" archive="$3" platform=""
+    local image="$1" cluster="$2" archive="$3" platform="" help=""
     if is_dry_run; then
         platform=PLATFORM
-    elif docker image save --help 2>/dev/null | grep -q -- '--platform'; then
-        platform="$(docker version --format '{{.Server.Os}}/{{.Server.Arch}}')"
+    else
+        # Captured first: `grep -q` quitting early would SIGPIPE docker under pipefail.
+        help="$(docker image save --help 2>/dev/null || true)"
+        if grep -q -- '--platform' <<<"$help"; then
+            platform="$(docker version --format '{{.Server.Os}}/{{.Server.Arch}}')"
+        fi
     fi
     if ! is_dry_run; then
         mkdir -p "$(dirname "$archive")"
