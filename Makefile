@@ -55,16 +55,16 @@ image-run: image  ## serve the image on 127.0.0.1:$(HTTP_PORT) (HTTP) and $(GRPC
 		-p 127.0.0.1:$(HTTP_PORT):8080 -p 127.0.0.1:$(GRPC_PORT):8081 $(DOCKER_RUN_ARGS) \
 		$(IMAGE):$(TAG)
 
-test-k8s: install  ## manifests, CRD schema, scripts: no cluster needed
+test-k8s: install  ## manifests against the kserve/kubernetes API models, scripts: no cluster needed
 	$(BIN)/python -m pytest -m k8s tests/k8s $(PYTEST_ARGS)
 
 kind-up:  ## kind cluster + cert-manager + KServe (Standard mode)
 	scripts/kind-e2e.sh up
 
-deploy:  ## build the image, load it into kind, apply manifests/overlays/kind, wait Ready
+deploy:  ## build the predictor and web images, kind load, apply overlays/kind (OVERLAY=...) and manifests/app
 	scripts/kind-e2e.sh deploy
 
-e2e:  ## port-forward the predictor and run tests/e2e against it
+e2e:  ## port-forward the predictor and web app; tests/e2e, then the app's /healthz and /api/detect
 	scripts/kind-e2e.sh e2e
 
 kind-down:  ## delete the kind cluster

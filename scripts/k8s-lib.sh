@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Helpers sourced by scripts/kind-e2e.sh: logging, dry-run aware command runner,
-# retries, tool checks and background port-forwards. Not meant to run on its own.
+# retries, tool checks, background port-forwards, image registries and loading
+# images into kind. Not meant to run on its own.
 #
 # Callers set DRY_RUN (1/true/yes = print commands instead of running them) and
 # may read PORT_FORWARD_PIDS (space-separated) in their exit trap.
@@ -99,4 +100,59 @@ stop_port_forwards() {
         kill "$pid" 2>/dev/null || true
     done
     PORT_FORWARD_PIDS=""
+}
+
+# image_registry REF: the registry Knative sees in an image reference. Knative's tag
+# resolver compares go-containerregistry's parsed registry with its
+# registries-skipping-tag-resolving list (knative/serving pkg/reconciler/revision/
+# resolve.go): the first path component is a registry only when it holds a '.' or
+# ':' (pkg/name/repository.go), anything else is Docker Hub, and "docker.io" reads
+# as "index.docker.io" (pkg/name/registry.go).
+image_registry() {
+    local ref="$1" first
+    first="${ref%%/*}"
+    if [[ "$ref" != */* || ("$first" != *.* && "$first" != *:*) || "$first" == docker.io ]]; then
+        printf 'index.docker.io\n'
+    else
+        printf '%s\n' "$first"
+    fi
+}
+
+# load_image_archive IMAGE CLUSTER ARCHIVE: puts a local image on the kind nodes
+# through a single-platform archive. `kind load docker-image` imports every manifest
+# of the image's index, and fails on BuildKit's attestation manifests (and on
+# platforms Docker never pulled) with "content digest ... not found"
+# (kubernetes-sigs/kind#3795). Saving only the engine's platform avoids that; Docker
+# before 28 has no `save --platform`, and no such index either.
+load_image_archive() {
+    local image="$1" cluster="$2" archive="$3" platform="" help=""
+    if is_dry_run; then
+        platform=PLATFORM
+    else
+        # Captured first: `grep -q` quitting early would SIGPIPE docker under pipefail.
+        help="$(docker image save --help 2>/dev/null || true)"
+        if grep -q -- '--platform' <<<"$help"; then
+            platform="$(docker version --format '{{.Server.Os}}/{{.Server.Arch}}')"
+        fi
+    fi
+    if ! is_dry_run; then
+        mkdir -p "$(dirname "$archive")"
+    fi
+    if [[ -n "$platform" ]]; then
+        run docker image save --platform "$platform" -o "$archive" "$image"
+    else
+        run docker image save -o "$archive" "$image"
+    fi
+    run kind load image-archive "$archive" --name "$cluster"
+    run rm -f "$archive"
+}
+
+# write_kustomization DIR CONTENT: a generated kustomization (printed in a dry run).
+write_kustomization() {
+    if is_dry_run; then
+        printf '+ write %s/kustomization.yaml:\n%s\n' "$1" "$2"
+        return 0
+    fi
+    mkdir -p "$1"
+    printf '%s\n' "$2" >"$1/kustomization.yaml"
 }

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # End-to-end path on a local kind cluster: create the cluster, install cert-manager
-# and KServe from their release manifests, build the image and load it into kind,
-# deploy the detector with the `kind` kustomize overlay, then run the e2e test suite
-# against it through a port-forward on 127.0.0.1.
+# and KServe from their release manifests, build the images and load them into kind,
+# deploy the detector with a kustomize overlay and the web app (manifests/app), then
+# run the e2e suite against them through port-forwards on 127.0.0.1.
 #
 # Usage: scripts/kind-e2e.sh [--dry-run] up|deploy|e2e|down|all
 #
 #   up      create the kind cluster if missing; install cert-manager, KServe
 #           (Standard mode) and, with KNATIVE=1, Knative Serving + Kourier
-#   deploy  docker build, kind load, apply the overlay, wait for Ready
-#   e2e     port-forward the predictor, run pytest on tests/e2e
+#   deploy  build the predictor and web images, kind load them, apply the overlay,
+#           wait for Ready, apply the web app, wait for its rollout
+#   e2e     port-forward the predictor (REST, gRPC) and the web app; run pytest on
+#           tests/e2e, then the app's /healthz and /api/detect with one picture
 #   down    delete the kind cluster
 #   all     up, deploy, e2e (then down when TEARDOWN=1)
 #
@@ -22,13 +24,16 @@
 #
 # Environment (defaults in brackets): CLUSTER_NAME [kserve-detector],
 # NAMESPACE [kserve-detector], ISVC_NAME / MODEL_NAME [detector],
-# IMAGE [kserve-detector:0.1.0], OVERLAY [kind, or kind-knative with KNATIVE=1],
-# LOCAL_PORT [18080], LOCAL_GRPC_PORT [18081], WAIT_TIMEOUT [600s],
-# DOCKER_BUILD_ARGS, SKIP_BUILD=1, KNATIVE=1, KEDA=1, TEARDOWN=1, DRY_RUN=1,
-# PYTEST [.venv/bin/pytest], ARTIFACTS_DIR [out/kind-e2e], and the *_VERSION pins.
+# IMAGE [kserve-detector:0.1.0], WEB_IMAGE [kserve-detector-web:0.1.0],
+# OVERLAY [kind, or kind-knative with KNATIVE=1; kind-runtime deploys through the
+# ServingRuntime], LOCAL_PORT [18080], LOCAL_GRPC_PORT [18081], LOCAL_WEB_PORT
+# [18000], WAIT_TIMEOUT [600s], WEBHOOK_RETRIES [6] x WEBHOOK_RETRY_DELAY [10 s],
+# DOCKER_BUILD_ARGS, SKIP_BUILD=1, WEB=0 (no web app), KNATIVE=1, KEDA=1,
+# TEARDOWN=1, DRY_RUN=1, PYTEST [.venv/bin/pytest], PYTHON [.venv/bin/python],
+# ARTIFACTS_DIR [out/kind-e2e], and the *_VERSION pins.
 #
-# Needs: docker, kind (v0.30.0), kubectl, network access to GitHub releases, and
-# the project's virtualenv (make install) for pytest.
+# Needs: docker, kind (v0.30.0), kubectl, curl, network access to GitHub releases,
+# and the project's virtualenv (make install) for pytest.
 set -euo pipefail
 
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,18 +46,26 @@ NAMESPACE="${NAMESPACE:-kserve-detector}"
 ISVC_NAME="${ISVC_NAME:-detector}"
 MODEL_NAME="${MODEL_NAME:-detector}"
 IMAGE="${IMAGE:-kserve-detector:0.1.0}"
+WEB_IMAGE="${WEB_IMAGE:-kserve-detector-web:0.1.0}"
+WEB_NAME="detector-web"
 DOCKER_BUILD_ARGS="${DOCKER_BUILD_ARGS:-}"
 OVERLAY="${OVERLAY:-}"
 LOCAL_PORT="${LOCAL_PORT:-18080}"
 LOCAL_GRPC_PORT="${LOCAL_GRPC_PORT:-18081}"
+LOCAL_WEB_PORT="${LOCAL_WEB_PORT:-18000}"
 GRPC_PORT="${GRPC_PORT:-8081}"
 WAIT_TIMEOUT="${WAIT_TIMEOUT:-600s}"
+# Bounded retries while KServe's webhooks come up (attempts, seconds between).
+WEBHOOK_RETRIES="${WEBHOOK_RETRIES:-6}"
+WEBHOOK_RETRY_DELAY="${WEBHOOK_RETRY_DELAY:-10}"
 PYTEST="${PYTEST:-$ROOT_DIR/.venv/bin/pytest}"
+PYTHON="${PYTHON:-$ROOT_DIR/.venv/bin/python}"
 E2E_TESTS="${E2E_TESTS:-tests/e2e}"
 ARTIFACTS_DIR="${ARTIFACTS_DIR:-$ROOT_DIR/out/kind-e2e}"
-# Fixed depth below ROOT_DIR: the generated kustomization refers to the overlay by
+# Fixed depth below ROOT_DIR: the generated kustomizations refer to the manifests by
 # a relative path (kustomize refuses absolute ones).
 DEPLOY_DIR="$ROOT_DIR/out/kind-e2e-deploy"
+APP_DIR="$ROOT_DIR/out/kind-e2e-app"
 
 # --- switches -----------------------------------------------------------------------
 DRY_RUN="${DRY_RUN:-0}"
@@ -60,6 +73,7 @@ KNATIVE="${KNATIVE:-0}"
 KEDA="${KEDA:-0}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 TEARDOWN="${TEARDOWN:-0}"
+WEB="${WEB:-1}"
 
 # --- pinned versions (KServe's own dependency pins, Aug 2026) -----------------------
 CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.17.0}"
@@ -80,9 +94,13 @@ KEDA_URL="${KEDA_URL:-$GH/kedacore/keda/releases/download/v$KEDA_VERSION/keda-$K
 DIAGNOSE=0          # set once there is a cluster worth dumping diagnostics from
 COMMAND=""
 
-# log, die, is_true, is_dry_run, run, retry, need, port_forward, stop_port_forwards
+# log, die, is_true, is_dry_run, run, retry, need, port_forward, stop_port_forwards,
+# image_registry, load_image_archive, write_kustomization
 # shellcheck source=k8s-lib.sh disable=SC1091
 source "$ROOT_DIR/scripts/k8s-lib.sh"
+# install_cert_manager, install_knative, install_keda, install_kserve
+# shellcheck source=kind-install.sh disable=SC1091
+source "$ROOT_DIR/scripts/kind-install.sh"
 
 usage() {
     sed -n '3,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
@@ -103,6 +121,14 @@ cluster_exists() {
 }
 
 knative_mode() { is_true "$KNATIVE"; }
+web_enabled() { is_true "$WEB"; }
+
+# Idempotent, unlike a bare `kubectl create namespace`.
+ensure_namespace() {
+    if is_dry_run || ! k_query get namespace "$1" >/dev/null 2>&1; then
+        k create namespace "$1"
+    fi
+}
 
 # --- up --------------------------------------------------------------------------------
 create_cluster() {
@@ -125,66 +151,6 @@ check_kubernetes_version() {
     ((minor >= 32)) || die "cluster '$CLUSTER_NAME' runs Kubernetes 1.$minor; KServe needs >= 1.32 (run: $0 down)"
 }
 
-install_cert_manager() {
-    log "cert-manager $CERT_MANAGER_VERSION"
-    k apply -f "$CERT_MANAGER_URL"
-    k -n cert-manager wait --for=condition=Available deployment --all --timeout=300s
-}
-
-install_knative() {
-    log "knative serving $KNATIVE_VERSION + kourier $KOURIER_VERSION"
-    k apply -f "$KNATIVE_BASE_URL/serving-crds.yaml"
-    k wait --for=condition=Established crd/services.serving.knative.dev --timeout=60s
-    k apply -f "$KNATIVE_BASE_URL/serving-core.yaml"
-    k apply -f "$KOURIER_URL"
-    k -n knative-serving patch configmap/config-network --type merge \
-        -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
-    # The image exists only on the kind node (docker.io/library/kserve-detector):
-    # Knative must not try to resolve its tag to a digest in a registry.
-    k -n knative-serving patch configmap/config-deployment --type merge \
-        -p '{"data":{"registries-skipping-tag-resolving":"kind.local,ko.local,dev.local,docker.io"}}'
-    k -n knative-serving wait --for=condition=Available deployment --all --timeout=300s
-    k -n kourier-system wait --for=condition=Available deployment --all --timeout=300s
-}
-
-install_keda() {
-    log "keda $KEDA_VERSION"
-    k apply --server-side --force-conflicts -f "$KEDA_URL"
-    k -n keda wait --for=condition=Available deployment --all --timeout=300s
-}
-
-install_kserve() {
-    local mode=Standard
-    if knative_mode; then
-        mode=Knative
-    fi
-    log "kserve $KSERVE_VERSION (default deployment mode: $mode)"
-    # Server-side apply: the CRDs are too large for the last-applied annotation.
-    k apply --server-side --force-conflicts -f "$KSERVE_URL"
-    k -n kserve wait --for=condition=Available deployment/kserve-controller-manager --timeout=300s
-    # The cluster resources go through KServe's webhook, whose certificate
-    # cert-manager may still be issuing.
-    retry 6 10 k apply --server-side --force-conflicts -f "$KSERVE_RESOURCES_URL"
-    k -n kserve patch configmap/inferenceservice-config --type merge \
-        -p "{\"data\":{\"deploy\":\"{\\\"defaultDeploymentMode\\\":\\\"$mode\\\"}\"}}"
-    if knative_mode; then
-        # Kourier instead of Istio: KServe must not create Istio VirtualServices.
-        disable_istio_virtual_host
-    fi
-}
-
-disable_istio_virtual_host() {
-    local from='"disableIstioVirtualHost": false' to='"disableIstioVirtualHost": true'
-    if is_dry_run; then
-        printf "+ kubectl --context %s -n kserve get configmap inferenceservice-config -o yaml | sed 's/%s/%s/' | kubectl --context %s apply -f -\n" \
-            "$KUBE_CONTEXT" "$from" "$to" "$KUBE_CONTEXT"
-        return 0
-    fi
-    k_query -n kserve get configmap inferenceservice-config -o yaml \
-        | sed "s/$from/$to/" \
-        | k_query apply -f -
-}
-
 cmd_up() {
     need docker kind kubectl
     create_cluster
@@ -200,41 +166,43 @@ cmd_up() {
 }
 
 # --- deploy ----------------------------------------------------------------------------
+# build_image STAGE IMAGE: one stage of the Dockerfile, named, since the Dockerfile
+# builds both the predictor (runtime) and the web app (web).
 build_image() {
-    local extra=()
+    local stage="$1" image="$2" extra=()
     if [[ -n "$DOCKER_BUILD_ARGS" ]]; then
         read -r -a extra <<<"$DOCKER_BUILD_ARGS"
     fi
-    log "image build: $IMAGE"
+    log "image build: $image (stage $stage)"
     if is_true "$SKIP_BUILD"; then
-        echo "SKIP_BUILD=1: using the existing local image $IMAGE"
+        echo "SKIP_BUILD=1: using the existing local image $image"
         return 0
     fi
-    run docker build ${extra[@]+"${extra[@]}"} -t "$IMAGE" "$ROOT_DIR"
+    run docker build ${extra[@]+"${extra[@]}"} --target "$stage" -t "$image" "$ROOT_DIR"
 }
 
 load_image() {
-    log "image load: $IMAGE into kind cluster '$CLUSTER_NAME'"
-    run kind load docker-image "$IMAGE" --name "$CLUSTER_NAME"
+    log "image load: $1 into kind cluster '$CLUSTER_NAME'"
+    load_image_archive "$1" "$CLUSTER_NAME" "$ARTIFACTS_DIR/image.tar"
 }
 
-# The image's content id: a rebuild under the same tag must still roll the pods.
+# image_id IMAGE: the content id; a rebuild under the same tag must still roll pods.
 image_id() {
     if is_dry_run; then
         echo IMAGE_ID
         return 0
     fi
-    docker image inspect --format '{{.Id}}' "$IMAGE"
+    docker image inspect --format '{{.Id}}' "$1"
 }
 
 # The overlay, in our namespace, with the image we just built (IMAGE may differ
-# from the tag the manifests pin). The image id goes into a pod annotation (KServe
-# copies predictor annotations onto the pods), so a new build under the same tag
-# changes the pod template and rolls the Deployment.
+# from the tag the manifests pin). The image id goes into a predictor annotation
+# (KServe copies them onto the pods), so a new build under the same tag rolls the
+# pods. A merge patch, so the overlay's own annotations (keda's) stay.
 write_deploy_kustomization() {
-    local name="${IMAGE%:*}" tag="${IMAGE##*:}" id content
-    id="$(image_id)"
-    content="$(cat <<EOF
+    local id
+    id="$(image_id "$IMAGE")"
+    write_kustomization "$DEPLOY_DIR" "$(cat <<EOF
 # Generated by scripts/kind-e2e.sh; safe to delete.
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -243,32 +211,28 @@ resources:
   - ../../manifests/overlays/$OVERLAY
 images:
   - name: kserve-detector
-    newName: $name
-    newTag: "$tag"
+    newName: ${IMAGE%:*}
+    newTag: "${IMAGE##*:}"
 patches:
   - target:
       group: serving.kserve.io
       kind: InferenceService
     patch: |-
-      - op: add
-        path: /spec/predictor/annotations
-        value:
-          kserve-detector/image-id: "$id"
+      apiVersion: serving.kserve.io/v1beta1
+      kind: InferenceService
+      metadata:
+        name: $ISVC_NAME
+      spec:
+        predictor:
+          annotations:
+            kserve-detector/image-id: "$id"
 EOF
 )"
-    if is_dry_run; then
-        printf '+ write %s/kustomization.yaml:\n%s\n' "$DEPLOY_DIR" "$content"
-        return 0
-    fi
-    mkdir -p "$DEPLOY_DIR"
-    printf '%s\n' "$content" >"$DEPLOY_DIR/kustomization.yaml"
 }
 
 apply_overlay() {
     log "apply: overlay '$OVERLAY' to namespace '$NAMESPACE'"
-    if is_dry_run || ! k_query get namespace "$NAMESPACE" >/dev/null 2>&1; then
-        k create namespace "$NAMESPACE"
-    fi
+    ensure_namespace "$NAMESPACE"
     write_deploy_kustomization
     k apply -k "$DEPLOY_DIR"
 }
@@ -278,13 +242,65 @@ wait_ready() {
     k -n "$NAMESPACE" wait --for=condition=Ready "inferenceservice/$ISVC_NAME" --timeout="$WAIT_TIMEOUT"
 }
 
+# manifests/app in our namespace with the web image we built, never pulled (it is
+# only on the kind node), rolled when the build changes.
+write_app_kustomization() {
+    local id
+    id="$(image_id "$WEB_IMAGE")"
+    write_kustomization "$APP_DIR" "$(cat <<EOF
+# Generated by scripts/kind-e2e.sh; safe to delete.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: $NAMESPACE
+resources:
+  - ../../manifests/app
+images:
+  - name: kserve-detector-web
+    newName: ${WEB_IMAGE%:*}
+    newTag: "${WEB_IMAGE##*:}"
+patches:
+  - patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata:
+        name: $WEB_NAME
+      spec:
+        template:
+          metadata:
+            annotations:
+              kserve-detector/image-id: "$id"
+          spec:
+            containers:
+              - name: web
+                imagePullPolicy: Never
+EOF
+)"
+}
+
+# After the InferenceService is Ready, so the app's first calls find it.
+deploy_app() {
+    log "apply: web app (manifests/app) to namespace '$NAMESPACE'"
+    write_app_kustomization
+    k apply -k "$APP_DIR"
+    k -n "$NAMESPACE" rollout status "deployment/$WEB_NAME" --timeout="$WAIT_TIMEOUT"
+}
+
 cmd_deploy() {
     need docker kind kubectl
-    build_image
-    load_image
+    build_image runtime "$IMAGE"
+    if web_enabled; then
+        build_image web "$WEB_IMAGE"
+    fi
+    load_image "$IMAGE"
+    if web_enabled; then
+        load_image "$WEB_IMAGE"
+    fi
     DIAGNOSE=1
     apply_overlay
     wait_ready
+    if web_enabled; then
+        deploy_app
+    fi
 }
 
 # --- e2e -------------------------------------------------------------------------------
@@ -299,12 +315,16 @@ predictor_pod() {
         | awk '{print $1}'
 }
 
+# service_port NAME: the predictor Service's port of that name. In Standard mode
+# KServe makes one per container port, the first on 80 (v0.20.0,
+# reconcilers/service/service_reconciler.go).
 service_port() {
     if is_dry_run; then
-        echo SERVICE_PORT
+        echo "SERVICE_PORT_$1"
         return 0
     fi
-    k_query -n "$NAMESPACE" get "svc/$ISVC_NAME-predictor" -o jsonpath='{.spec.ports[0].port}'
+    k_query -n "$NAMESPACE" get "svc/$ISVC_NAME-predictor" \
+        -o jsonpath="{.spec.ports[?(@.name==\"$1\")].port}"
 }
 
 # forward TARGET LOCAL:REMOTE: a background port-forward bound to 127.0.0.1 only.
@@ -313,28 +333,49 @@ forward() {
         kubectl --context "$KUBE_CONTEXT" -n "$NAMESPACE" port-forward --address 127.0.0.1 "$1" "$2"
 }
 
-cmd_e2e() {
-    need kubectl
-    if ! is_dry_run && [[ ! -x "$PYTEST" ]]; then
-        die "$PYTEST not found: create the virtualenv first (make install) or set PYTEST"
-    fi
-    DIAGNOSE=1
-    local pod http_target
+forward_predictor() {
+    local pod http grpc
     pod="$(predictor_pod)"
     [[ -n "$pod" ]] || die "no running predictor pod for InferenceService '$ISVC_NAME' in '$NAMESPACE'"
     log "port-forward: predictor to 127.0.0.1:$LOCAL_PORT (REST) and :$LOCAL_GRPC_PORT (gRPC)"
     if knative_mode; then
-        # A Knative predictor Service is an ExternalName to the ingress; talk to
-        # the revision's pod directly.
-        http_target="pod/$pod"
-        forward "$http_target" "$LOCAL_PORT:8080"
-    else
-        http_target="svc/$ISVC_NAME-predictor"
-        forward "$http_target" "$LOCAL_PORT:$(service_port)"
+        # A Knative predictor Service is an ExternalName to the ingress, and a
+        # revision serves one port: talk to the pod, where both listen.
+        forward "pod/$pod" "$LOCAL_PORT:8080"
+        forward "pod/$pod" "$LOCAL_GRPC_PORT:$GRPC_PORT"
+        return 0
     fi
-    # The Service exposes one port (REST); gRPC is reached on the pod itself.
-    forward "pod/$pod" "$LOCAL_GRPC_PORT:$GRPC_PORT"
+    # Standard mode: both through the Service, as a client in the cluster would.
+    http="$(service_port http1)"
+    grpc="$(service_port h2c)"
+    [[ -n "$http" ]] || die "Service $ISVC_NAME-predictor has no http1 port"
+    [[ -n "$grpc" ]] || die "Service $ISVC_NAME-predictor has no h2c port, so gRPC is unreachable through it: the predictor must declare containerPort $GRPC_PORT named h2c"
+    forward "svc/$ISVC_NAME-predictor" "$LOCAL_PORT:$http"
+    forward "svc/$ISVC_NAME-predictor" "$LOCAL_GRPC_PORT:$grpc"
+}
 
+# The web app through its Service: /healthz, then one picture through /api/detect.
+check_web() {
+    local url="http://127.0.0.1:$LOCAL_WEB_PORT" pictures="$ARTIFACTS_DIR/web-picture"
+    log "web app: $url/healthz, and $url/api/detect with one picture"
+    forward "svc/$WEB_NAME" "$LOCAL_WEB_PORT:80"
+    run "$PYTHON" -m predictor.synthetic --count 1 --seed 7 --out "$pictures"
+    run curl -fsS --max-time 30 -o "$ARTIFACTS_DIR/web-healthz.json" "$url/healthz"
+    run curl -fsS --max-time 120 -F "file=@$pictures/images/000000.png;type=image/png" \
+        -o "$ARTIFACTS_DIR/web-detect.json" "$url/api/detect"
+    run "$PYTHON" "$ROOT_DIR/scripts/check-web-answer.py" "$ARTIFACTS_DIR/web-detect.json" 1
+}
+
+cmd_e2e() {
+    need kubectl
+    if web_enabled; then
+        need curl
+    fi
+    if ! is_dry_run && [[ ! -x "$PYTEST" ]]; then
+        die "$PYTEST not found: create the virtualenv first (make install) or set PYTEST"
+    fi
+    DIAGNOSE=1
+    forward_predictor
     log "test: pytest $E2E_TESTS against http://127.0.0.1:$LOCAL_PORT"
     (
         cd "$ROOT_DIR"
@@ -349,6 +390,9 @@ cmd_e2e() {
             E2E_ISVC_NAME="$ISVC_NAME" \
             "$PYTEST" "$E2E_TESTS"
     )
+    if web_enabled; then
+        check_web
+    fi
     stop_port_forwards
 }
 
@@ -370,10 +414,14 @@ dump_diagnostics() {
         for cmd in \
             "-n $NAMESPACE get inferenceservice $ISVC_NAME -o yaml" \
             "-n $NAMESPACE get pods,svc,deployments,hpa -o wide" \
+            "-n $NAMESPACE get servingruntimes -o yaml" \
             "-n $NAMESPACE describe pods -l $selector" \
             "-n $NAMESPACE logs -l $selector --all-containers --prefix --tail=300" \
             "-n $NAMESPACE logs -l $selector --all-containers --prefix --tail=100 --previous" \
+            "-n $NAMESPACE describe deployment $WEB_NAME" \
+            "-n $NAMESPACE logs deployment/$WEB_NAME --tail=200" \
             "-n $NAMESPACE get events --sort-by=.lastTimestamp" \
+            "-n kserve get pods -o wide" \
             "-n kserve logs deployment/kserve-controller-manager --tail=200"; do
             echo "---- kubectl $cmd"
             # Word splitting is intended: each entry is a kubectl argument list.
@@ -386,6 +434,7 @@ dump_diagnostics() {
 on_exit() {
     local rc=$?
     stop_port_forwards
+    rm -f "$ARTIFACTS_DIR/image.tar"
     if ((rc != 0)) && ! is_dry_run; then
         if ((DIAGNOSE == 1)); then
             dump_diagnostics || true
@@ -430,7 +479,10 @@ main() {
         fi
     fi
     [[ -d "$ROOT_DIR/manifests/overlays/$OVERLAY" ]] || die "no overlay manifests/overlays/$OVERLAY"
-    [[ "${IMAGE##*/}" == *:* ]] || die "IMAGE must carry a tag (name:tag), got '$IMAGE'"
+    local image
+    for image in "$IMAGE" "$WEB_IMAGE"; do
+        [[ "${image##*/}" == *:* ]] || die "IMAGE and WEB_IMAGE must carry a tag (name:tag), got '$image'"
+    done
     if is_dry_run; then
         echo "dry run: printing the steps of '$COMMAND'; nothing is executed"
     fi

@@ -1,10 +1,11 @@
-"""Helpers for the manifest tests: rendering overlays and KServe's CRD schema.
+"""Helpers for the manifest tests: rendering kustomizations, and KServe's CRD schemas.
 
 Nothing here needs a cluster. Rendering needs ``kubectl`` (with its built-in
-kustomize) or ``kustomize``; schema checks need the InferenceService CRD, found
-through ``KSERVE_CRDS_DIR``, ``SHARED_DIR/kserve-crds`` or
-``<repo>/../shared/kserve-crds``. Each helper skips the calling test, with the
-reason, when its tool or file is missing.
+kustomize) or ``kustomize``. The objects are validated against the API models of the
+installed ``kserve`` and ``kubernetes`` packages (``_models.py``); KServe's CRD files
+are an extra check, run only when ``KSERVE_CRDS_DIR`` names a folder holding them
+(e.g. ``config/crd/full`` of a KServe checkout). Each helper skips the calling test,
+with the reason, when its tool or file is missing.
 """
 
 from __future__ import annotations
@@ -22,8 +23,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO_ROOT / "manifests"
 OVERLAYS_DIR = MANIFESTS / "overlays"
 OVERLAYS = sorted(p.name for p in OVERLAYS_DIR.iterdir() if (p / "kustomization.yaml").is_file())
+# Overlays that render a serving runtime and no InferenceService.
+RUNTIME_ONLY_OVERLAYS = {"runtime-namespaced"}
+ISVC_OVERLAYS = [o for o in OVERLAYS if o not in RUNTIME_ONLY_OVERLAYS]
 SCRIPTS_DIR = REPO_ROOT / "scripts"
-CRD_FILE = "serving.kserve.io_inferenceservices.yaml"
+
+# kind -> (CRD file, served version) for the optional CRD-schema check.
+CRD_FILES = {
+    "InferenceService": ("serving.kserve.io_inferenceservices.yaml", "v1beta1"),
+    "ServingRuntime": ("serving.kserve.io_servingruntimes.yaml", "v1alpha1"),
+    "ClusterServingRuntime": ("serving.kserve.io_clusterservingruntimes.yaml", "v1alpha1"),
+}
 
 
 def _yaml() -> Any:
@@ -53,49 +63,51 @@ def render_dir(directory: str) -> tuple[dict[str, Any], ...]:
     return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
 
 
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The rendered objects of one kind."""
+    return [o for o in objects if o.get("kind") == kind]
+
+
 def only_isvc(objects: list[dict[str, Any]]) -> dict[str, Any]:
     """The single InferenceService among rendered objects."""
-    isvcs = [o for o in objects if o.get("kind") == "InferenceService"]
+    isvcs = of_kind(objects, "InferenceService")
     assert len(isvcs) == 1, f"expected one InferenceService, got {len(isvcs)}"
     return isvcs[0]
 
 
-def find_crds_dir() -> Path | None:
-    """Where KServe's CRDs are, or None."""
-    candidates = []
-    if os.environ.get("KSERVE_CRDS_DIR"):
-        candidates.append(Path(os.environ["KSERVE_CRDS_DIR"]))
-    if os.environ.get("SHARED_DIR"):
-        candidates.append(Path(os.environ["SHARED_DIR"]) / "kserve-crds")
-    candidates.append(REPO_ROOT / ".." / "shared" / "kserve-crds")
-    return next((c for c in candidates if (c / CRD_FILE).is_file()), None)
+def crds_dir() -> Path | None:
+    """The folder KSERVE_CRDS_DIR names, when it holds the InferenceService CRD."""
+    value = os.environ.get("KSERVE_CRDS_DIR")
+    if not value:
+        return None
+    folder = Path(value)
+    return folder if (folder / CRD_FILES["InferenceService"][0]).is_file() else None
 
 
 @cache
-def load_isvc_schema() -> dict[str, Any]:
-    """The v1beta1 openAPIV3Schema of KServe's InferenceService CRD (cached; do not mutate)."""
-    crds_dir = find_crds_dir()
-    if crds_dir is None:
-        pytest.skip(f"KServe CRDs not found ({CRD_FILE}): set KSERVE_CRDS_DIR or SHARED_DIR")
+def load_crd_schema(kind: str) -> dict[str, Any]:
+    """The openAPIV3Schema of KServe's CRD for ``kind`` (cached; do not mutate)."""
+    folder = crds_dir()
+    if folder is None:
+        pytest.skip("extra check: set KSERVE_CRDS_DIR to a folder with KServe's CRDs "
+                    "(config/crd/full in a KServe checkout) to validate against them too")
+    file_name, version = CRD_FILES[kind]
     yaml = _yaml()
-    # The CRD is ~40k lines: libyaml's loader reads it several times faster.
+    # The InferenceService CRD is ~40k lines: libyaml's loader is several times faster.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    crd = yaml.load((crds_dir / CRD_FILE).read_text(), Loader=loader)  # noqa: S506
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
-    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    crd = yaml.load((folder / file_name).read_text(), Loader=loader)  # noqa: S506
+    served = next(v for v in crd["spec"]["versions"] if v["name"] == version)
+    schema: dict[str, Any] = served["schema"]["openAPIV3Schema"]
     return schema
 
 
 def strict_schema(node: dict[str, Any]) -> dict[str, Any]:
     """A copy of an openAPIV3Schema node that rejects unknown fields, as the API server does.
 
-    The API server prunes (and, with kubectl's default strict field validation,
-    rejects) fields that a structural schema does not declare. JSON Schema allows
-    them unless told otherwise, so objects with declared properties get
-    ``additionalProperties: false`` unless they carry
-    ``x-kubernetes-preserve-unknown-fields``. Objects that declare nothing at all
-    are the embedded ``metadata`` fields, which the API server checks on its own;
-    they stay open. ``x-kubernetes-int-or-string`` becomes integer-or-string.
+    Objects with declared properties get ``additionalProperties: false`` unless they
+    carry ``x-kubernetes-preserve-unknown-fields``; objects that declare nothing (the
+    embedded ``metadata``) stay open. ``x-kubernetes-int-or-string`` becomes
+    integer-or-string.
     """
     out = dict(node)
     if out.get("x-kubernetes-int-or-string"):
@@ -116,45 +128,12 @@ def strict_schema(node: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# What the API server checks in any object's metadata before the CRD schema applies.
-OBJECT_META_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "maxLength": 63,
-                 "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$"},
-        "namespace": {"type": "string"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 63}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-}
-
-
-def _list_map_keys(validator: Any, keys: list[str], instance: Any, schema: dict[str, Any]) -> Any:
-    """Items of an x-kubernetes-list-type=map list must be unique by their keys."""
-    if not isinstance(instance, list) or schema.get("x-kubernetes-list-type") != "map":
-        return
-    from jsonschema import ValidationError
-
-    seen: set[tuple[Any, ...]] = set()
-    for item in instance:
-        if not isinstance(item, dict):
-            continue
-        # "protocol" defaults to TCP for ports; compare with the default filled in.
-        ident = tuple(item.get(k, "TCP" if k == "protocol" else None) for k in keys)
-        if ident in seen:
-            yield ValidationError(f"duplicate entry for keys {keys}: {ident}")
-        seen.add(ident)
-
-
-def isvc_validator() -> Any:
-    """A jsonschema validator for InferenceService v1beta1 that rejects unknown fields."""
+def crd_validator(kind: str) -> Any:
+    """A jsonschema validator for one KServe kind from its CRD, unknown fields rejected."""
     jsonschema = pytest.importorskip(
         "jsonschema", reason="jsonschema is needed for CRD validation (pip install jsonschema)")
-    schema = strict_schema(load_isvc_schema())
-    schema["properties"]["metadata"] = OBJECT_META_SCHEMA
-    schema["properties"]["apiVersion"] = {"const": "serving.kserve.io/v1beta1"}
-    schema["properties"]["kind"] = {"const": "InferenceService"}
+    schema = strict_schema(load_crd_schema(kind))
+    schema["properties"]["metadata"] = {"type": "object", "required": ["name"]}
     schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata"})
 
     def _int32(value: object) -> bool:
@@ -166,7 +145,4 @@ def isvc_validator() -> Any:
     checker = jsonschema.FormatChecker()
     checker.checks("int32")(_int32)
     checker.checks("int64")(_int64)
-
-    cls = jsonschema.validators.extend(jsonschema.Draft7Validator,
-                                       {"x-kubernetes-list-map-keys": _list_map_keys})
-    return cls(schema, format_checker=checker)
+    return jsonschema.Draft7Validator(schema, format_checker=checker)

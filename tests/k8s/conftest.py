@@ -1,4 +1,4 @@
-"""Fixtures for the manifest tests: rendered overlays and a strict CRD validator."""
+"""Fixtures for the manifest tests: rendered overlays and the API-model validator."""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ from typing import Any
 
 import pytest
 
-from ._support import (
-    MANIFESTS,
-    OVERLAYS,
-    OVERLAYS_DIR,
-    isvc_validator,
-    load_isvc_schema,
-    only_isvc,
-    render_dir,
-)
+from ._support import ISVC_OVERLAYS, MANIFESTS, OVERLAYS_DIR, of_kind, only_isvc, render_dir
 
 Render = Callable[[str | Path], list[dict[str, Any]]]
 
@@ -30,9 +22,9 @@ def render() -> Render:
     return _do
 
 
-@pytest.fixture(params=OVERLAYS)
+@pytest.fixture(params=ISVC_OVERLAYS)
 def overlay(request: pytest.FixtureRequest) -> str:
-    """Name of each directory under manifests/overlays."""
+    """Name of each overlay that deploys an InferenceService."""
     return str(request.param)
 
 
@@ -48,18 +40,19 @@ def base_isvc(render: Render) -> dict[str, Any]:
     return only_isvc(render(MANIFESTS / "base"))
 
 
-@pytest.fixture(scope="session")
-def schema_errors() -> Callable[[dict[str, Any]], list[str]]:
-    """Lists an object's CRD schema violations as ``path: message``; empty when valid."""
-    validator = isvc_validator()
-
-    def _errors(obj: dict[str, Any]) -> list[str]:
-        errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
-        return ["/".join(str(p) for p in e.absolute_path) + ": " + e.message for e in errors]
-    return _errors
+@pytest.fixture
+def runtimes(overlay: str, render: Render) -> list[dict[str, Any]]:
+    """The runtimes KServe could pick for an overlay: its own ones and the cluster one."""
+    own = [o for o in render(OVERLAYS_DIR / overlay)
+           if o["kind"] in {"ServingRuntime", "ClusterServingRuntime"}]
+    return own + of_kind(render(MANIFESTS / "runtime"), "ClusterServingRuntime")
 
 
 @pytest.fixture(scope="session")
-def crd_schema() -> dict[str, Any]:
-    """The CRD's own v1beta1 openAPIV3Schema (not made strict), for reading enums."""
-    return copy.deepcopy(load_isvc_schema())
+def api_errors() -> Callable[[dict[str, Any]], list[str]]:
+    """Lists an object's violations of the kserve/kubernetes API models; empty when valid."""
+    pytest.importorskip("kserve.models", reason="the kserve package is not installed")
+    pytest.importorskip("kubernetes.client", reason="the kubernetes package is not installed")
+    from ._models import validate
+
+    return validate

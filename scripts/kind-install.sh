@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# What `scripts/kind-e2e.sh up` installs into the kind cluster: cert-manager, Knative
+# Serving + Kourier, KEDA and KServe, from their release manifests. Sourced by
+# kind-e2e.sh, whose settings (the *_URL and *_VERSION pins, IMAGE, KUBE_CONTEXT,
+# WEBHOOK_RETRIES ...) and helpers (k, k_query, ensure_namespace, knative_mode) it
+# uses. Not meant to run on its own.
+# shellcheck disable=SC2154  # the settings are assigned by kind-e2e.sh
+
+install_cert_manager() {
+    log "cert-manager $CERT_MANAGER_VERSION"
+    k apply -f "$CERT_MANAGER_URL"
+    k -n cert-manager wait --for=condition=Available deployment --all --timeout=300s
+}
+
+install_knative() {
+    log "knative serving $KNATIVE_VERSION + kourier $KOURIER_VERSION"
+    k apply -f "$KNATIVE_BASE_URL/serving-crds.yaml"
+    k wait --for=condition=Established crd/services.serving.knative.dev --timeout=60s
+    k apply -f "$KNATIVE_BASE_URL/serving-core.yaml"
+    k apply -f "$KOURIER_URL"
+    k -n knative-serving patch configmap/config-network --type merge \
+        -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
+    # The image exists only on the kind node: Knative must not resolve its tag to a
+    # digest in a registry. Knative compares the *parsed* registry, and a name with
+    # none (kserve-detector:0.1.0) parses as index.docker.io, never "docker.io"
+    # (image_registry in k8s-lib.sh; KServe's own Kourier setup lists
+    # index.docker.io: hack/setup/infra/knative/templates/knative-serving-kourier.yaml).
+    local skip="kind.local,ko.local,dev.local,index.docker.io" registry
+    registry="$(image_registry "$IMAGE")"
+    if [[ ",$skip," != *",$registry,"* ]]; then
+        skip="$skip,$registry"
+    fi
+    k -n knative-serving patch configmap/config-deployment --type merge \
+        -p "{\"data\":{\"registries-skipping-tag-resolving\":\"$skip\"}}"
+    k -n knative-serving wait --for=condition=Available deployment --all --timeout=300s
+    k -n kourier-system wait --for=condition=Available deployment --all --timeout=300s
+}
+
+install_keda() {
+    log "keda $KEDA_VERSION"
+    k apply --server-side --force-conflicts -f "$KEDA_URL"
+    k -n keda wait --for=condition=Available deployment --all --timeout=300s
+}
+
+install_kserve() {
+    local mode=Standard
+    if knative_mode; then
+        mode=Knative
+    fi
+    log "kserve $KSERVE_VERSION (default deployment mode: $mode)"
+    # The release's kserve.yaml holds no Namespace object (its release script drops
+    # it since v0.17: hack/release/generate-install.sh): create it first, as
+    # KServe's quick-install does.
+    ensure_namespace kserve
+    # Server-side apply: the CRDs are too large for the last-applied annotation.
+    k apply --server-side --force-conflicts -f "$KSERVE_URL"
+    # The cluster resources hold ClusterServingRuntimes (checked by
+    # kserve-controller-manager's webhook) and LLMInferenceServiceConfigs (checked
+    # by llmisvc-controller-manager's, failurePolicy Fail: config/webhook/llmisvc/
+    # manifests.yaml): wait for every controller, then retry for a bounded time
+    # while cert-manager may still be issuing the webhooks' certificates.
+    k -n kserve wait --for=condition=Available deployment --all --timeout=300s
+    retry "$WEBHOOK_RETRIES" "$WEBHOOK_RETRY_DELAY" \
+        k apply --server-side --force-conflicts -f "$KSERVE_RESOURCES_URL"
+    k -n kserve patch configmap/inferenceservice-config --type merge \
+        -p "{\"data\":{\"deploy\":\"{\\\"defaultDeploymentMode\\\":\\\"$mode\\\"}\"}}"
+    if knative_mode; then
+        # Kourier instead of Istio: KServe must not create Istio VirtualServices.
+        disable_istio_virtual_host
+    fi
+}
+
+disable_istio_virtual_host() {
+    local from='"disableIstioVirtualHost": false' to='"disableIstioVirtualHost": true'
+    if is_dry_run; then
+        printf "+ kubectl --context %s -n kserve get configmap inferenceservice-config -o yaml | sed 's/%s/%s/' | kubectl --context %s apply -f -\n" \
+            "$KUBE_CONTEXT" "$from" "$to" "$KUBE_CONTEXT"
+        return 0
+    fi
+    k_query -n kserve get configmap inferenceservice-config -o yaml \
+        | sed "s/$from/$to/" \
+        | k_query apply -f -
+}

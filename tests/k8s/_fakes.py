@@ -1,0 +1,167 @@
+"""Fake docker, kind, kubectl, curl and pytest for running scripts/kind-e2e.sh here.
+
+Each fake appends its command line to ``$FAKE_CALLS`` and answers the few queries the
+script reads, steered by ``FAKE_*`` variables. ``kubectl port-forward`` really listens
+on its local port (a small Python process), so the script's wait for the forward works
+as on a cluster. No fake reaches a network or a container engine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ._support import REPO_ROOT
+
+# What the script reads from its repository; linked into a per-test copy so that
+# what it writes (out/) stays in the test's folder.
+LINKED = ("scripts", "manifests", "kind-config.yaml", "Dockerfile")
+
+FAILING_TOOL = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$FAKE_CALLS"
+echo "$(basename "$0") must not run in a dry run" >&2
+exit 97
+"""
+
+FAKE_KIND = """#!/bin/sh
+echo "kind $*" >> "$FAKE_CALLS"
+if [ "$1 $2" = "get clusters" ] && [ -n "${FAKE_CLUSTERS:-}" ]; then
+    echo "$FAKE_CLUSTERS"
+fi
+exit 0
+"""
+
+# FAKE_FAIL: fail any call containing it; FAKE_FAIL_TIMES: only that many times.
+# FAKE_MISSING_NAMESPACES: `get namespace X` fails for those (space-separated).
+# FAKE_SERVICE_PORTS: "name=port ..." of the predictor Service.
+FAKE_KUBECTL = """#!/bin/sh
+echo "kubectl $*" >> "$FAKE_CALLS"
+if [ -n "${FAKE_FAIL:-}" ]; then
+    case "$*" in *"$FAKE_FAIL"*)
+        count_file="$FAKE_CALLS.failures"
+        failed=$(cat "$count_file" 2>/dev/null || echo 0)
+        if [ -z "${FAKE_FAIL_TIMES:-}" ] || [ "$failed" -lt "$FAKE_FAIL_TIMES" ]; then
+            echo $((failed + 1)) > "$count_file"
+            echo "fake kubectl: failing on purpose" >&2
+            exit 1
+        fi ;;
+    esac
+fi
+case "$*" in
+    *"get --raw /version"*)
+        printf '{\\n  "major": "1",\\n  "minor": "%s"\\n}\\n' "${FAKE_MINOR:-34}" ;;
+    *" get namespace "*)
+        for ns in ${FAKE_MISSING_NAMESPACES:-}; do
+            case "$*" in *"get namespace $ns"*) exit 1 ;; esac
+        done ;;
+    *" get pods "*)
+        echo "detector-predictor-7d9f8b6c5d-x2x4q" ;;
+    *"get svc/"*"-o jsonpath="*)
+        for pair in ${FAKE_SERVICE_PORTS:-http1=80 h2c=8081}; do
+            case "$*" in *"name==\\"${pair%%=*}\\""*) printf '%s' "${pair#*=}" ;; esac
+        done ;;
+    *" port-forward "*)
+        for last in "$@"; do :; done
+        exec "$FAKE_PYTHON" -c '
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+time.sleep(120)
+' "${last%%:*}" ;;
+esac
+exit 0
+"""
+
+# FAKE_SAVE_PLATFORM=1: this docker's `image save` knows --platform (Docker >= 28).
+FAKE_DOCKER = """#!/bin/sh
+echo "docker $*" >> "$FAKE_CALLS"
+case "$*" in
+    "image save --help") [ "${FAKE_SAVE_PLATFORM:-0}" = 1 ] && echo "  --platform string" ;;
+    "version --format"*) echo "linux/arm64" ;;
+    "image inspect"*) echo "sha256:0123abcd" ;;
+    "image save"*)
+        out=""; prev=""
+        for arg in "$@"; do [ "$prev" = "-o" ] && out="$arg"; prev="$arg"; done
+        echo "archive" > "$out" ;;
+esac
+exit 0
+"""
+
+# FAKE_WEB_ANSWER: the body POST /api/detect returns.
+FAKE_CURL = """#!/bin/sh
+echo "curl $*" >> "$FAKE_CALLS"
+out=""; prev=""
+for arg in "$@"; do [ "$prev" = "-o" ] && out="$arg"; prev="$arg"; done
+answer='{"results": [{"detections": []}]}'
+if [ -n "${FAKE_WEB_ANSWER:-}" ]; then answer="$FAKE_WEB_ANSWER"; fi
+case "$*" in
+    *"/api/detect"*) printf '%s' "$answer" > "$out" ;;
+    *) printf '{"status": "ok"}' > "$out" ;;
+esac
+exit 0
+"""
+
+FAKE_PYTEST = """#!/bin/sh
+echo "pytest $* E2E_BASE_URL=$E2E_BASE_URL E2E_GRPC_TARGET=$E2E_GRPC_TARGET" >> "$FAKE_CALLS"
+exit "${FAKE_PYTEST_RC:-0}"
+"""
+
+SUCCEEDING_TOOLS = {"kind": FAKE_KIND, "kubectl": FAKE_KUBECTL, "docker": FAKE_DOCKER,
+                    "curl": FAKE_CURL}
+
+
+def install(bin_dir: Path, tools: dict[str, str]) -> None:
+    """Writes executable fakes into ``bin_dir``."""
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in tools.items():
+        path = bin_dir / name
+        path.write_text(body)
+        path.chmod(0o755)
+
+
+def repo(tmp_path: Path) -> Path:
+    """The test's copy of the repository: links to the real files, its own out/."""
+    root = tmp_path / "repo"
+    if not root.exists():
+        root.mkdir()
+        for name in LINKED:
+            (root / name).symlink_to(REPO_ROOT / name)
+    return root
+
+
+def run_script(tmp_path: Path, *args: str, tools: dict[str, str] | None = None,
+               **env: str) -> subprocess.CompletedProcess[str]:
+    """Runs the script with fake tools first on PATH and only the given settings."""
+    script = repo(tmp_path) / "scripts" / "kind-e2e.sh"
+    bin_dir = tmp_path / "bin"
+    install(bin_dir, tools or {t: FAILING_TOOL for t in ("docker", "kind", "kubectl", "curl")})
+    install(tmp_path / "pytest-bin", {"pytest": FAKE_PYTEST})
+    full_env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(tmp_path),
+        "LANG": "C",
+        "FAKE_CALLS": str(tmp_path / "calls.log"),
+        "FAKE_PYTHON": sys.executable,
+        "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        **env,
+    }
+    return subprocess.run(["bash", str(script), *args], env=full_env, capture_output=True,
+                          text=True, timeout=120, check=False, cwd=tmp_path)
+
+
+def calls(tmp_path: Path) -> list[str]:
+    """Commands the fake tools were run with."""
+    log = tmp_path / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def first_line_with(lines: list[str], needle: str) -> int:
+    """Index of the first line containing ``needle`` (fails the test when none does)."""
+    for i, line in enumerate(lines):
+        if needle in line:
+            return i
+    raise AssertionError(f"no step mentions {needle!r}:\n" + "\n".join(lines))
