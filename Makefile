@@ -8,14 +8,21 @@ MODEL_NAME ?= detector
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 ARGS ?=
+WEB_PORT ?= 8000
+WEB_ARGS ?=
 PYTEST_ARGS ?=
+WEB_PORT ?= 8000
+WEB_ARGS ?=
 IMAGE ?= kserve-detector
 TAG ?= 0.1.0
 VARIANT ?= auto
 DOCKER_RUN_ARGS ?=
+WEB_PORT ?= 8000
+WEB_ARGS ?=
 
-.PHONY: install run demo audit test test-unit test-integration test-container test-k8s lint bench \
-        image image-run kind-up deploy e2e kind-down clean proto
+.PHONY: install run web demo audit test test-unit test-integration test-browser test-container \
+        test-k8s lint bench bench-web image image-web image-run web-image-run kind-up deploy e2e \
+        kind-down clean proto
 
 install: $(STAMP)
 
@@ -28,6 +35,10 @@ $(STAMP): pyproject.toml
 run: install  ## serve the detector on port $(HTTP_PORT) (HTTP) and $(GRPC_PORT) (gRPC)
 	$(BIN)/python -m predictor --model_name $(MODEL_NAME) --model_dir $(MODEL_DIR) \
 		--http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT) $(ARGS)
+
+web: install  ## the page and API on 127.0.0.1:$(WEB_PORT), in front of `make run`'s server
+	$(BIN)/python -m client.web --url http://127.0.0.1:$(HTTP_PORT) --model $(MODEL_NAME) \
+		--port $(WEB_PORT) $(WEB_ARGS)
 
 demo: install  ## detections on fresh synthetic pictures, drawn as PNGs under out/demo/
 	$(BIN)/python scripts/demo.py --url http://127.0.0.1:$(HTTP_PORT)
@@ -43,6 +54,9 @@ test-integration: install
 
 bench: install  ## raw model vs plain KServe predictor vs this server, one table (ARGS=...)
 	$(BIN)/python -m predictor.bench --out bench-results.json $(ARGS)
+
+test-browser: install  ## the page in headless chromium (apt-get install chromium chromium-driver)
+	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
 test-container: install  ## build the image if needed, run it, test it (starts Docker if needed)
 	$(BIN)/python -m pytest -m container tests/container $(PYTEST_ARGS)
