@@ -16,6 +16,7 @@ WEB_ARGS ?=
 IMAGE ?= kserve-detector
 TAG ?= 0.1.0
 VARIANT ?= auto
+WEB_IMAGE ?= $(IMAGE)-web
 DOCKER_RUN_ARGS ?=
 WEB_PORT ?= 8000
 WEB_ARGS ?=
@@ -68,6 +69,15 @@ image-run: image  ## serve the image on 127.0.0.1:$(HTTP_PORT) (HTTP) and $(GRPC
 	docker run --rm --name kserve-detector --read-only --tmpfs /tmp \
 		-p 127.0.0.1:$(HTTP_PORT):8080 -p 127.0.0.1:$(GRPC_PORT):8081 $(DOCKER_RUN_ARGS) \
 		$(IMAGE):$(TAG)
+
+image-web:  ## build the web backend's image (Dockerfile target web: client only, no torch)
+	IMAGE=$(WEB_IMAGE) TAG=$(TAG) TARGET=web bash scripts/image.sh
+
+web-image-run: image-web  ## the web image on 127.0.0.1:$(WEB_PORT), calling `make run`'s server on this host
+	docker run --rm --name kserve-detector-web --read-only --cap-drop ALL \
+		--add-host host.docker.internal:host-gateway -p 127.0.0.1:$(WEB_PORT):8000 \
+		-e DETECT_CLIENT_URL=http://host.docker.internal:$(HTTP_PORT) $(DOCKER_RUN_ARGS) \
+		$(WEB_IMAGE):$(TAG)
 
 test-k8s: install  ## manifests, CRD schema, scripts: no cluster needed
 	$(BIN)/python -m pytest -m k8s tests/k8s $(PYTEST_ARGS)

@@ -9,6 +9,7 @@ Order matters in this module: the last test stops the inference server.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import threading
@@ -21,7 +22,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from client import DetectionClient, ImageResult
+from client import DetectionClient, ImageResult, bench
 from client.bench import metric_totals
 from tests.conftest import DEMO_MODEL_DIR, Server, start_server
 from tests.web_app import WebApp, shapes_png, start_web, wait_for
@@ -146,6 +147,26 @@ def test_every_protocol_to_the_service_gives_the_same_answer(
     assert [d["label"] for d in got["detections"]] == [d["label"] for d in expected["detections"]]
     for a, b in zip(got["detections"], expected["detections"], strict=True):
         assert a["box"] == pytest.approx(b["box"], abs=0.01)
+
+
+def test_the_benchmark_measures_the_extra_hop(web: WebApp, inference: Server, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    picture = tmp_path / "shapes.png"
+    picture.write_bytes(shapes_png(20))
+    out = tmp_path / "hop.json"
+    status = bench.main(["--url", inference.http_url, "--protocols", "v2bin,web",
+                         "--web-url", web.url, "--clients", "1", "--requests", "6",
+                         "--warmup", "0", "--images", str(picture), "--out", str(out)])
+    assert status == 0
+    direct, through_web = json.loads(out.read_text())["cells"]
+    assert (direct["protocol"], through_web["protocol"]) == ("v2bin", "web")
+    for cell in (direct, through_web):
+        assert (cell["requests"], cell["errors"]) == (6, 0)
+        assert 0 < cell["model_ms"] < cell["p50_ms"]  # the model call is part of the request
+    # The same picture, the same model: the same detections either way.
+    assert direct["detections_per_image"] == through_web["detections_per_image"] > 0
+    printed = capsys.readouterr().out
+    assert "extra hop at 1 client(s), p50: model call " in printed
 
 
 # ---- refusals ------------------------------------------------------------------------
