@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ async def read_upload(request: Request, settings: WebSettings) -> Upload:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
         raise _too_large(settings, int(declared))
-    parser = _in_memory_parser(settings.max_upload_bytes)(
+    parser = _InMemoryParser(
         request.headers, _limited(request.stream(), settings),
         max_files=settings.max_files, max_fields=len(FIELDS) + 4,
         max_part_size=_MAX_FIELD_BYTES)
@@ -109,13 +110,11 @@ def _too_large(settings: WebSettings, size: int | None) -> ApiError:
                          f"--max-upload-mb); send fewer or smaller pictures")
 
 
-def _in_memory_parser(limit: int) -> type[MultiPartParser]:
-    """Starlette's parser, keeping file parts in memory up to ``limit`` (never /tmp)."""
+class _InMemoryParser(MultiPartParser):
+    """Starlette's parser, keeping file parts in memory (never in /tmp): the body it reads
+    is already capped at ``max_upload_bytes``."""
 
-    class InMemoryParser(MultiPartParser):
-        spool_max_size = limit + 1
-
-    return InMemoryParser
+    spool_max_size = sys.maxsize
 
 
 async def _picture(item: Any, index: int) -> Picture:
