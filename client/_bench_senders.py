@@ -70,6 +70,10 @@ class HttpSender:
         results = self._codec.infer_response(response.headers, response.content, batch)
         return sum(len(r.detections) for r in results)
 
+    def inner_seconds(self, answer: Any) -> float | None:
+        """Only the web backend reports an inner call."""
+        return None
+
     async def close(self) -> None:
         await self._client.aclose()
 
@@ -113,6 +117,10 @@ class GrpcSender:
         results = self._codec.infer_results(response, self._batches[index % len(self._batches)])
         return sum(len(r.detections) for r in results)
 
+    def inner_seconds(self, answer: Any) -> float | None:
+        """Only the web backend reports an inner call."""
+        return None
+
     async def close(self) -> None:
         await self._channel.close()
 
@@ -152,6 +160,10 @@ class WebSender:
     def detections(self, answer: Any) -> int:
         """Detections in an answer returned by a call."""
         return sum(len(result["detections"]) for result in answer.json()["results"])
+
+    def inner_seconds(self, answer: Any) -> float | None:
+        """The backend's own call to the inference service, as its answer reports it."""
+        return float(answer.json()["timing"]["inference_ms"]) / 1000.0
 
     async def close(self) -> None:
         await self._client.aclose()

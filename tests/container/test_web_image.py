@@ -145,3 +145,12 @@ def test_in_front_of_the_detector_container(web_image: str, network: str, protoc
     assert [d["label"] for d in result["detections"]] == [d.label for d in expected.detections]
     for got, want in zip(result["detections"], expected.detections, strict=True):
         assert got["box"] == pytest.approx(list(want.box), abs=1e-2)
+
+
+def test_stops_at_once_on_sigterm(web_image: str) -> None:
+    with run_web(web_image) as web:
+        started = time.monotonic()
+        docker("stop", "-t", "20", web.name, timeout=60)
+        elapsed = time.monotonic() - started
+        assert web.inspect()["State"]["ExitCode"] == 0, web.logs()
+    assert elapsed < 10

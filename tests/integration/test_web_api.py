@@ -163,6 +163,8 @@ def test_the_benchmark_measures_the_extra_hop(web: WebApp, inference: Server, tm
     for cell in (direct, through_web):
         assert (cell["requests"], cell["errors"]) == (6, 0)
         assert 0 < cell["model_ms"] < cell["p50_ms"]  # the model call is part of the request
+    assert direct["hop_ms"] is None
+    assert 0 < through_web["hop_ms"] < through_web["p50_ms"]
     # The same picture, the same model: the same detections either way.
     assert direct["detections_per_image"] == through_web["detections_per_image"] > 0
     printed = capsys.readouterr().out

@@ -117,11 +117,16 @@ def test_format_table_has_a_header_a_rule_and_one_aligned_line_per_row() -> None
 def test_hop_summary_compares_direct_and_web_at_each_client_count() -> None:
     server = {"detector_inference_seconds_sum": 0.3, "detector_inference_seconds_count": 10.0}
     direct = bench.summarize("v2bin", 1, [0.040] * 5, 1.0, server=server)
-    web = bench.summarize("web", 1, [0.050] * 5, 1.0, server=server)
+    # Each round trip less the backend's own call: 4, 6, 7, 9 and 20 ms.
+    web = bench.summarize("web", 1, [0.050, 0.052, 0.049, 0.053, 0.060], 1.0, server=server,
+                          inner_s=[0.046, 0.046, 0.042, 0.044, 0.040])
     alone = bench.summarize("web", 8, [0.2] * 5, 1.0)
+    assert web.hop_ms == pytest.approx(7.0)
+    assert direct.hop_ms is None
     (line,) = bench.hop_summary([direct, web, alone])
     assert line == ("extra hop at 1 client(s), p50: model call 30.0 ms (mean), direct 40.0 ms, "
-                    "through the web backend 50.0 ms: +10.0 ms (+25%)")
+                    "through the web backend 52.0 ms; the hop itself (each round trip less "
+                    "the backend's call) 7.0 ms")
     assert bench.hop_summary([direct]) == []
 
 
