@@ -1,8 +1,15 @@
-# Object-detection predictor for KServe 0.21 (V1 + V2 REST on 8080, V2 gRPC on 8081).
+# Object-detection predictor for KServe 0.21 (V1 + V2 REST on 8080, V2 gRPC on 8081),
+# and (target `web`) the product's web backend that calls it, on 8000.
 #
 #   docker build -t kserve-detector .                            # CPU variant (small)
 #   docker build --build-arg VARIANT=gpu -t kserve-detector:gpu . # CUDA variant
 #   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:8081:8081 kserve-detector
+#   docker build --target web -t kserve-detector-web .           # the web backend, no torch
+#   docker run --rm -p 127.0.0.1:8000:8000 kserve-detector-web --url http://HOST:8080
+#
+# The web stages come first: the classic builder builds every stage before its target,
+# so `--target web` never builds torch, while a plain build still ends with the
+# predictor's runtime stage (the default target).
 #
 # Build arguments:
 #   BASE_IMAGE       Debian bookworm image with Python 3.11 (`python` on PATH); the
@@ -17,6 +24,66 @@
 # stage never copies it.
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# --- web-requirements: the client's dependencies and the [web] extra, nothing else.
+FROM ${BASE_IMAGE} AS web-requirements
+COPY pyproject.toml /src/pyproject.toml
+RUN python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['web']))" > /requirements.txt
+
+# --- web-builder: a virtualenv with those, and the client package alone in /opt/app.
+FROM ${BASE_IMAGE} AS web-builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_DEFAULT_TIMEOUT=180
+COPY predictor/py.typed .build/ca.cr[t] /tmp/build/
+COPY --from=web-requirements /requirements.txt /tmp/build/requirements.txt
+RUN set -eu; \
+    if [ -f /tmp/build/ca.crt ]; then export PIP_CERT=/tmp/build/ca.crt; fi; \
+    python -m venv /opt/venv; \
+    /opt/venv/bin/pip install -r /tmp/build/requirements.txt; \
+    /opt/venv/bin/pip uninstall -y -q pip; \
+    site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
+    echo /opt/app > "$site/kserve_detector_app.pth"
+COPY . /tmp/src
+RUN set -eu; \
+    if [ -f /tmp/build/ca.crt ]; then export PIP_CERT=/tmp/build/ca.crt; fi; \
+    python -m venv /tmp/tools; \
+    /tmp/tools/bin/pip install -q --no-deps --target /opt/app /tmp/src; \
+    rm -rf /opt/app/bin /opt/app/predictor; \
+    /opt/venv/bin/python -c "import sys, client.web.app; \
+bad = [m for m in ('torch', 'kserve', 'predictor') if m in sys.modules]; \
+print('web backend imports', bad or 'no server module'); sys.exit(1 if bad else 0)"
+
+# --- web: the product's web backend (python -m client.web) on port 8000. Client
+# dependencies only (no torch), non-root, works with a read-only root filesystem
+# (uploads are parsed in memory). Point it at the inference service with --url or
+# DETECT_CLIENT_URL (and the other DETECT_CLIENT_* variables).
+FROM ${BASE_IMAGE} AS web
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/home/web \
+    DETECT_WEB_HOST=0.0.0.0 \
+    DETECT_WEB_PORT=8000 \
+    HEALTHCHECK_URL=http://127.0.0.1:8000/healthz
+RUN groupadd --gid 1000 web \
+    && useradd --uid 1000 --gid 1000 --home-dir /home/web --create-home \
+       --shell /usr/sbin/nologin web
+COPY --from=web-builder /opt/venv /opt/venv
+COPY --from=web-builder /opt/app /opt/app
+LABEL org.opencontainers.image.title="kserve-detector-web" \
+      org.opencontainers.image.description="Web page and API in front of the kserve-detector inference service" \
+      org.opencontainers.image.licenses="Apache-2.0"
+USER 1000:1000
+WORKDIR /home/web
+EXPOSE 8000
+STOPSIGNAL SIGTERM
+# The app's own liveness: 200 whatever the inference service's state.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=4)"]
+ENTRYPOINT ["python", "-m", "client.web"]
+CMD []
 
 # --- requirements: the dependency list alone, so editing pyproject.toml elsewhere
 # (tools, dev extras) keeps the heavy dependency layer cached.

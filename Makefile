@@ -8,26 +8,38 @@ MODEL_NAME ?= detector
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 ARGS ?=
+WEB_PORT ?= 8000
+WEB_ARGS ?=
 PYTEST_ARGS ?=
+WEB_PORT ?= 8000
+WEB_ARGS ?=
 IMAGE ?= kserve-detector
 TAG ?= 0.1.0
 VARIANT ?= auto
+WEB_IMAGE ?= $(IMAGE)-web
 DOCKER_RUN_ARGS ?=
+WEB_PORT ?= 8000
+WEB_ARGS ?=
 
-.PHONY: install run demo audit test test-unit test-integration test-container test-k8s lint bench \
-        image image-run kind-up deploy e2e kind-down clean proto
+.PHONY: install run web demo audit test test-unit test-integration test-browser test-container \
+        test-k8s lint bench bench-web image image-web image-run web-image-run kind-up deploy e2e \
+        kind-down clean proto
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[server,dev]'
+	$(BIN)/python -m pip install -q -e '.[server,dev,web]'
 	touch $(STAMP)
 
 run: install  ## serve the detector on port $(HTTP_PORT) (HTTP) and $(GRPC_PORT) (gRPC)
 	$(BIN)/python -m predictor --model_name $(MODEL_NAME) --model_dir $(MODEL_DIR) \
 		--http_port $(HTTP_PORT) --grpc_port $(GRPC_PORT) $(ARGS)
+
+web: install  ## the page and API on 127.0.0.1:$(WEB_PORT), in front of `make run`'s server
+	$(BIN)/python -m client.web --url http://127.0.0.1:$(HTTP_PORT) --model $(MODEL_NAME) \
+		--port $(WEB_PORT) $(WEB_ARGS)
 
 demo: install  ## detections on fresh synthetic pictures, drawn as PNGs under out/demo/
 	$(BIN)/python scripts/demo.py --url http://127.0.0.1:$(HTTP_PORT)
@@ -44,6 +56,13 @@ test-integration: install
 bench: install  ## raw model vs plain KServe predictor vs this server, one table (ARGS=...)
 	$(BIN)/python -m predictor.bench --out bench-results.json $(ARGS)
 
+test-browser: install  ## the page in headless chromium (apt-get install chromium chromium-driver)
+	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
+
+bench-web: install  ## the extra hop: p50 at 1 client, direct vs through `make web` (both running)
+	$(BIN)/detect-client bench --url http://127.0.0.1:$(HTTP_PORT) \
+		--web-url http://127.0.0.1:$(WEB_PORT) --protocols v2bin,web --clients 1 $(ARGS)
+
 test-container: install  ## build the image if needed, run it, test it (starts Docker if needed)
 	$(BIN)/python -m pytest -m container tests/container $(PYTEST_ARGS)
 
@@ -54,6 +73,15 @@ image-run: image  ## serve the image on 127.0.0.1:$(HTTP_PORT) (HTTP) and $(GRPC
 	docker run --rm --name kserve-detector --read-only --tmpfs /tmp \
 		-p 127.0.0.1:$(HTTP_PORT):8080 -p 127.0.0.1:$(GRPC_PORT):8081 $(DOCKER_RUN_ARGS) \
 		$(IMAGE):$(TAG)
+
+image-web:  ## build the web backend's image (Dockerfile target web: client only, no torch)
+	IMAGE=$(WEB_IMAGE) TAG=$(TAG) TARGET=web bash scripts/image.sh
+
+web-image-run: image-web  ## the web image on 127.0.0.1:$(WEB_PORT), calling `make run`'s server on this host
+	docker run --rm --name kserve-detector-web --read-only --cap-drop ALL \
+		--add-host host.docker.internal:host-gateway -p 127.0.0.1:$(WEB_PORT):8000 \
+		-e DETECT_CLIENT_URL=http://host.docker.internal:$(HTTP_PORT) $(DOCKER_RUN_ARGS) \
+		$(WEB_IMAGE):$(TAG)
 
 test-k8s: install  ## manifests against the kserve/kubernetes API models, scripts: no cluster needed
 	$(BIN)/python -m pytest -m k8s tests/k8s $(PYTEST_ARGS)

@@ -132,7 +132,8 @@ def infer_results(response: Any, images: Sequence[PreparedImage]) -> list[ImageR
             outputs[tensor.name] = array_from_raw(raw[i], tensor.datatype, shape)
         else:
             outputs[tensor.name] = _from_contents(tensor, shape)
-    return results_from_outputs(outputs, [image.size for image in images])
+    return results_from_outputs(outputs, [image.size for image in images],
+                                response.model_version or None)
 
 
 def health_from(response: Any) -> Health:

@@ -29,16 +29,20 @@ from ._exceptions import (
 from ._types import Health, ModelMetadata, TensorSpec
 
 __all__ = [
+    "MODEL_VERSION_HEADER",
     "HttpRequest",
     "RestCodec",
     "error_for_status",
     "error_for_transport",
+    "model_version_header",
     "parse_json",
     "retry_after_seconds",
     "tls_verify",
 ]
 
 USER_AGENT = "detect-client/0.1"
+# The server names the model version that answered in every REST inference response.
+MODEL_VERSION_HEADER = "x-model-version"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,12 @@ def parse_json(content: bytes, what: str) -> Any:
     except (UnicodeDecodeError, ValueError):
         snippet = content[:80].decode("utf-8", errors="replace")
         raise ServerError(f"{what}: the server sent a body that is not JSON: {snippet!r}") from None
+
+
+def model_version_header(headers: Mapping[str, str]) -> str | None:
+    """The ``x-model-version`` header's value; None when absent or empty."""
+    value = headers.get(MODEL_VERSION_HEADER) or headers.get(MODEL_VERSION_HEADER.title())
+    return (value.strip() or None) if value else None
 
 
 def server_message(content: bytes) -> str:

@@ -110,9 +110,13 @@ def array_from_json(data: Any, datatype: str, shape: Sequence[int]) -> np.ndarra
 
 
 def results_from_outputs(
-    outputs: Mapping[str, np.ndarray], sizes: Sequence[tuple[int, int]]
+    outputs: Mapping[str, np.ndarray], sizes: Sequence[tuple[int, int]],
+    model_version: str | None = None,
 ) -> list[ImageResult]:
-    """Per-image results from the five output tensors of a batch of ``len(sizes)`` images."""
+    """Per-image results from the five output tensors of a batch of ``len(sizes)`` images.
+
+    ``model_version`` is the response's own (None or ``""`` when it named none).
+    """
     missing = [name for name in OUTPUT_NAMES if name not in outputs]
     if missing:
         raise ServerError(f"the response lacks the output(s) {', '.join(missing)}")
@@ -146,7 +150,8 @@ def results_from_outputs(
             )
             for j in range(n)
         )
-        results.append(ImageResult(detections=detections, image_size=sizes[i]))
+        results.append(ImageResult(detections=detections, image_size=sizes[i],
+                                   model_version=model_version or None))
     return results
 
 

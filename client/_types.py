@@ -53,10 +53,14 @@ class ImageResult:
     Attributes:
         detections: The detections.
         image_size: ``(height, width)`` of the image the boxes refer to.
+        model_version: The version of the model that answered, as the server names it
+            (V2's ``model_version``, V1's ``x-model-version`` header); None when the
+            server sends none.
     """
 
     detections: tuple[Detection, ...]
     image_size: tuple[int, int]
+    model_version: str | None = None
 
     def __len__(self) -> int:
         return len(self.detections)

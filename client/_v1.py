@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._exceptions import ServerError
-from ._http import HttpRequest, RestCodec, parse_json
+from ._http import HttpRequest, RestCodec, model_version_header, parse_json
 from ._images import PreparedImage, encoded_batch
 from ._types import Detection, DetectOptions, ImageResult
 
@@ -43,7 +43,10 @@ class V1Codec(RestCodec):
     def infer_response(
         self, headers: Mapping[str, str], content: bytes, images: Sequence[PreparedImage]
     ) -> list[ImageResult]:
-        """The ``predictions`` of a 200 response, one result per image sent."""
+        """The ``predictions`` of a 200 response, one result per image sent.
+
+        The model version comes from the ``x-model-version`` header.
+        """
         body = parse_json(content, "infer")
         predictions = body.get("predictions") if isinstance(body, dict) else None
         if not isinstance(predictions, list) or len(predictions) != len(images):
@@ -51,11 +54,13 @@ class V1Codec(RestCodec):
             raise ServerError(
                 f"infer: expected {len(images)} predictions from the server, got {count}"
             )
-        return [parse_prediction(item, image.size)
+        version = model_version_header(headers)
+        return [parse_prediction(item, image.size, version)
                 for item, image in zip(predictions, images, strict=True)]
 
 
-def parse_prediction(item: Any, fallback_size: tuple[int, int]) -> ImageResult:
+def parse_prediction(item: Any, fallback_size: tuple[int, int],
+                     model_version: str | None = None) -> ImageResult:
     """One ``predictions`` element: ``{"detections": [...], "image_size": [h, w]}``."""
     try:
         detections = tuple(
@@ -72,4 +77,5 @@ def parse_prediction(item: Any, fallback_size: tuple[int, int]) -> ImageResult:
         image_size = (int(size[0]), int(size[1])) if size else fallback_size
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise ServerError(f"infer: a prediction from the server is malformed ({exc!r})") from None
-    return ImageResult(detections=detections, image_size=image_size)
+    return ImageResult(detections=detections, image_size=image_size,
+                       model_version=model_version)

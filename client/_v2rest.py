@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._exceptions import ServerError
-from ._http import HttpRequest, RestCodec, parse_json
+from ._http import HttpRequest, RestCodec, model_version_header, parse_json
 from ._images import PreparedImage, encoded_batch, pixel_batch
 from ._tensors import (
     INPUT_NAME,
@@ -50,10 +50,15 @@ class V2Codec(RestCodec):
     def infer_response(
         self, headers: Mapping[str, str], content: bytes, images: Sequence[PreparedImage]
     ) -> list[ImageResult]:
-        """Per-image results from a 200 response, binary or JSON."""
+        """Per-image results from a 200 response, binary or JSON.
+
+        The model version comes from the body's ``model_version``, else from the
+        ``x-model-version`` header.
+        """
         length = headers.get(HEADER_LENGTH.lower()) or headers.get(HEADER_LENGTH)
-        outputs = parse_infer_body(content, int(length) if length else None)
-        return results_from_outputs(outputs, [image.size for image in images])
+        outputs, version = parse_infer_body(content, int(length) if length else None)
+        return results_from_outputs(outputs, [image.size for image in images],
+                                    version or model_version_header(headers))
 
 
 def build_infer_body(
@@ -81,8 +86,9 @@ def build_infer_body(
     return head + raw, len(head)
 
 
-def parse_infer_body(content: bytes, header_length: int | None) -> dict[str, np.ndarray]:
-    """Output tensors by name from a response body.
+def parse_infer_body(content: bytes, header_length: int | None
+                     ) -> tuple[dict[str, np.ndarray], str | None]:
+    """Output tensors by name, and the ``model_version`` (None if absent), from a body.
 
     Args:
         content: The body.
@@ -116,4 +122,5 @@ def parse_infer_body(content: bytes, header_length: int | None) -> dict[str, np.
             pos = end
         else:
             outputs[name] = array_from_json(item.get("data", []), datatype, shape)
-    return outputs
+    version = header.get("model_version")
+    return outputs, str(version) if version not in (None, "") else None

@@ -2,16 +2,18 @@
 
 N concurrent clients each send one request at a time (one image per request by
 default) over V1 JSON (base64), V2 REST with the binary tensor extension (``v2bin``)
-or gRPC, for a fixed duration or a fixed number of requests. Request bodies are built
-once up front, so the generator spends its CPU on the wire rather than on encoding.
-Each cell reports throughput, latency percentiles, detections per image and the
-server's mean batch size (``detector_batch_size`` deltas from its ``/metrics``).
-Never imports torch, kserve or the predictor.
+or gRPC, for a fixed duration or a fixed number of requests; ``web`` sends the same
+pictures through the web backend (``python -m client.web``) instead, to measure what
+that extra hop costs. Request bodies are built once up front, so the generator spends
+its CPU on the wire rather than on encoding. Each cell reports throughput, latency
+percentiles, detections per image, and from the server's ``/metrics`` its mean batch
+size and the mean time of one model call. Never imports torch, kserve or the predictor.
 
 Example::
 
     detect-client bench --url http://127.0.0.1:8080 --protocols v1,v2bin,grpc \\
         --clients 1,8 --duration 8 --out bench.json
+    detect-client bench --protocols v2bin,web --web-url http://127.0.0.1:8000 --clients 1
 """
 
 from __future__ import annotations
@@ -25,177 +27,33 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ._bench_report import (
+    SERVER_METRICS,
+    CellResult,
+    format_table,
+    hop_summary,
+    metric_totals,
+    percentile,
+    summarize,
+)
+from ._bench_senders import RequestFailed, Target, make_sender
+
 __all__ = [
     "BENCH_PROTOCOLS", "SERVER_METRICS", "CellResult", "Target", "add_arguments",
-    "format_table", "generated_images", "main", "metric_totals", "percentile", "run_cell",
-    "summarize",
+    "format_table", "generated_images", "hop_summary", "main", "metric_totals", "percentile",
+    "run_cell", "summarize",
 ]
 
-BENCH_PROTOCOLS = ("v1", "v2bin", "grpc")
-GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
-# Server counters read from /metrics before and after a cell (the detector's own
-# histograms, and the process CPU time prometheus_client exports on Linux).
-SERVER_METRICS = ("detector_batch_size_sum", "detector_batch_size_count",
-                  "detector_inference_seconds_sum", "detector_queue_wait_seconds_sum",
-                  "detector_queue_wait_seconds_count", "process_cpu_seconds_total")
+BENCH_PROTOCOLS = ("v1", "v2bin", "grpc", "web")
+# What runs when --protocols is not given: the inference service's own wires.
+DEFAULT_PROTOCOLS = ("v1", "v2bin", "grpc")
 # Seconds a client pauses after a failed request, so a refusing server is not hammered.
 _ERROR_PAUSE = 0.05
-
-
-class RequestFailed(Exception):
-    """One request did not succeed; the message is the error kind shown in the table."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where to send the load."""
-
-    url: str = "http://127.0.0.1:8080"
-    model: str = "detector"
-    grpc_target: str = "127.0.0.1:8081"
-    grpc_tls: bool = False
-    headers: Mapping[str, str] = field(default_factory=dict)
-    timeout: float = 60.0
-
-
-@dataclass
-class CellResult:
-    """The measured outcome of one (protocol, clients) cell."""
-
-    protocol: str
-    clients: int
-    requests: int
-    images: int
-    errors: int
-    seconds: float
-    req_per_s: float
-    img_per_s: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    detections_per_image: float | None
-    mean_batch_size: float | None
-    model_busy: float | None = None
-    queue_wait_ms: float | None = None
-    server_cpu: float | None = None
-    error_kinds: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (NaN becomes None)."""
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                for k, v in asdict(self).items()}
-
-
-# ---- statistics and output ---------------------------------------------------------
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100), interpolating linearly between ranks; NaN if empty."""
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be between 0 and 100, got {q}")
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def summarize(protocol: str, clients: int, latencies_s: Sequence[float], seconds: float, *,
-              images_per_request: int = 1, errors: Mapping[str, int] | None = None,
-              detections: int | None = None, server: Mapping[str, float] | None = None
-              ) -> CellResult:
-    """Builds a cell's result from its successful requests' latencies and its window.
-
-    Args:
-        server: How much each of :data:`SERVER_METRICS` grew during the window; gives
-            the mean batch size, the share of the window the model was running
-            (``model_busy``), the mean queue wait and the CPU cores the server used.
-    """
-    ok = len(latencies_s)
-    ms = [v * 1000.0 for v in latencies_s]
-    images = ok * images_per_request
-    rate = ok / seconds if seconds > 0 else math.nan
-    d = server or {}
-
-    def per(num: str, den: str | None, scale: float = 1.0) -> float | None:
-        if num not in d or (den is not None and not d.get(den)):
-            return None
-        return d[num] / (d[den] if den else seconds) * scale if seconds > 0 else None
-
-    return CellResult(
-        protocol=protocol, clients=clients, requests=ok, images=images,
-        errors=sum((errors or {}).values()), seconds=seconds,
-        req_per_s=rate, img_per_s=rate * images_per_request,
-        p50_ms=percentile(ms, 50), p95_ms=percentile(ms, 95), p99_ms=percentile(ms, 99),
-        mean_ms=sum(ms) / ok if ok else math.nan,
-        detections_per_image=detections / images if detections is not None and images else None,
-        mean_batch_size=per("detector_batch_size_sum", "detector_batch_size_count"),
-        model_busy=per("detector_inference_seconds_sum", None),
-        queue_wait_ms=per("detector_queue_wait_seconds_sum",
-                          "detector_queue_wait_seconds_count", 1000.0),
-        server_cpu=per("process_cpu_seconds_total", None),
-        error_kinds=dict(errors or {}),
-    )
-
-
-Column = tuple[str, str, str]  # (key, header, format spec)
-
-CELL_COLUMNS: tuple[Column, ...] = (
-    ("protocol", "protocol", ""), ("clients", "clients", "d"), ("req_per_s", "req/s", ".1f"),
-    ("img_per_s", "img/s", ".1f"), ("p50_ms", "p50 ms", ".1f"), ("p95_ms", "p95 ms", ".1f"),
-    ("p99_ms", "p99 ms", ".1f"), ("mean_batch_size", "batch", ".2f"),
-    ("model_busy", "busy", ".0%"), ("server_cpu", "cpu", ".2f"),
-    ("detections_per_image", "det/img", ".2f"), ("errors", "errors", "d"),
-)
-
-
-def format_table(rows: Sequence[Mapping[str, Any]],
-                 columns: Sequence[Column] = CELL_COLUMNS) -> str:
-    """A plain-text table; missing or None values show as ``-``, text left, numbers right."""
-
-    def cell(row: Mapping[str, Any], key: str, spec: str) -> str:
-        value = row.get(key)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "-"
-        if spec and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return format(value, spec)
-        return str(value)
-
-    body = [[cell(row, key, spec) for key, _, spec in columns] for row in rows]
-    heads = [head for _, head, _ in columns]
-    widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(heads)]
-    numeric = [bool(spec) for _, _, spec in columns]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
-
-    return "\n".join([line(heads), line(["-" * w for w in widths]), *map(line, body)])
-
-
-def metric_totals(metrics_text: str, names: Sequence[str] = SERVER_METRICS
-                  ) -> dict[str, float]:
-    """The values of the named unlabelled samples in a Prometheus text page (labelled
-    samples of one name are summed); names absent from the page are left out."""
-    found: dict[str, float] = {}
-    for line in metrics_text.splitlines():
-        name, _, rest = line.partition(" ")
-        name = name.split("{", 1)[0]
-        if name in names:
-            try:
-                found[name] = found.get(name, 0.0) + float(rest.split()[0])
-            except (IndexError, ValueError):
-                continue
-    return found
 
 
 # ---- images and requests -------------------------------------------------------------
@@ -225,100 +83,6 @@ def generated_images(count: int = 8, size: tuple[int, int] = (640, 480), seed: i
         img.save(buf, format="JPEG", quality=quality)
         out.append(buf.getvalue())
     return out
-
-
-# ---- senders -------------------------------------------------------------------------
-
-class _HttpSender:
-    """V1 or V2-binary requests, built once by the client's own codecs, on one httpx pool."""
-
-    def __init__(self, target: Target, protocol: str, batches: Sequence[Sequence[Any]],
-                 options: Any, clients: int) -> None:
-        import httpx
-
-        from ._v1 import V1Codec
-        from ._v2rest import V2Codec
-
-        self._httpx = httpx
-        self._client = httpx.AsyncClient(
-            base_url=target.url, timeout=target.timeout, headers=dict(target.headers),
-            limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients))
-        self._codec = (V1Codec if protocol == "v1" else V2Codec)(target.model)
-        self._batches = batches
-        self._requests = [self._codec.infer_request(b, options) for b in batches]
-
-    async def __call__(self, index: int) -> Any:
-        request = self._requests[index % len(self._requests)]
-        try:
-            response = await self._client.post(request.path, content=request.content,
-                                               headers=dict(request.headers))
-        except self._httpx.HTTPError as exc:
-            raise RequestFailed(type(exc).__name__) from exc
-        if response.status_code != 200:
-            raise RequestFailed(f"HTTP {response.status_code}")
-        return index, response
-
-    def detections(self, answer: Any) -> int:
-        """Detections in an answer returned by a call (parsed as the client parses it)."""
-        index, response = answer
-        batch = self._batches[index % len(self._batches)]
-        results = self._codec.infer_response(response.headers, response.content, batch)
-        return sum(len(r.detections) for r in results)
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
-class _GrpcSender:
-    """Pre-serialized ``ModelInfer`` calls on one channel (no per-call request encoding)."""
-
-    def __init__(self, target: Target, batches: Sequence[Sequence[Any]], options: Any) -> None:
-        import grpc
-
-        from . import _grpc
-
-        self._grpc = grpc
-        self._codec = _grpc
-        opts = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-        self._channel = (
-            grpc.aio.secure_channel(target.grpc_target, grpc.ssl_channel_credentials(), opts)
-            if target.grpc_tls else grpc.aio.insecure_channel(target.grpc_target, opts))
-        self._call = self._channel.unary_unary(GRPC_METHOD)
-        self._timeout = target.timeout
-        self._metadata = [(k.lower(), v) for k, v in target.headers.items()
-                          if k.lower() != "host"] or None
-        self._batches = batches
-        self._requests = [_grpc.infer_request(target.model, b, options).SerializeToString()
-                          for b in batches]
-
-    async def __call__(self, index: int) -> Any:
-        try:
-            content = await self._call(self._requests[index % len(self._requests)],
-                                       timeout=self._timeout, metadata=self._metadata)
-        except self._grpc.aio.AioRpcError as exc:
-            raise RequestFailed(f"gRPC {exc.code().name}") from exc
-        return index, content
-
-    def detections(self, answer: Any) -> int:
-        """Detections in an answer returned by a call (parsed as the client parses it)."""
-        from .protos import inference_pb2 as pb
-
-        index, content = answer
-        response = pb.ModelInferResponse.FromString(content)  # type: ignore[attr-defined]
-        results = self._codec.infer_results(response, self._batches[index % len(self._batches)])
-        return sum(len(r.detections) for r in results)
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-
-def _make_sender(target: Target, protocol: str, batches: Sequence[Sequence[Any]],
-                 options: Any, clients: int) -> _HttpSender | _GrpcSender:
-    if protocol in ("v1", "v2bin"):
-        return _HttpSender(target, protocol, batches, options, clients)
-    if protocol == "grpc":
-        return _GrpcSender(target, batches, options)
-    raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(BENCH_PROTOCOLS)}")
 
 
 async def _scrape(target: Target) -> dict[str, float] | None:
@@ -358,9 +122,10 @@ async def run_cell(target: Target, protocol: str, clients: int, images: Sequence
     prepared = [prepare(img, i) for i, img in enumerate(images)]
     batches = [[prepared[(i * n + j) % len(prepared)] for j in range(n)]
                for i in range(len(prepared))]
-    sender = _make_sender(target, protocol, batches,
+    sender = make_sender(target, protocol, batches,
                           DetectOptions(score_threshold=score_threshold), clients)
-    records: list[tuple[float, float, int, str | None]] = []  # start, end, detections, error
+    # start, end, detections, error, the answer's own inner call (web) in seconds
+    records: list[tuple[float, float, int, str | None, float | None]] = []
     begin = time.perf_counter()
     t0 = begin + warmup
     t1 = t0 + duration if duration is not None else math.inf
@@ -382,15 +147,17 @@ async def run_cell(target: Target, protocol: str, clients: int, images: Sequence
                 left[0] -= 1
             error: str | None = None
             found = 0
+            inner = None
             try:
                 response = await sender(index)
                 end = time.perf_counter()
                 found = sender.detections(response)
+                inner = sender.inner_seconds(response)
             except RequestFailed as exc:
                 end, error = time.perf_counter(), str(exc)
             except (ClientError, ValueError, KeyError, TypeError) as exc:
                 end, error = time.perf_counter(), f"bad response ({type(exc).__name__})"
-            records.append((start, end, found, error))
+            records.append((start, end, found, error, inner))
             index += clients
             if error:
                 await asyncio.sleep(_ERROR_PAUSE)
@@ -416,7 +183,8 @@ async def run_cell(target: Target, protocol: str, clients: int, images: Sequence
               if first is not None and last is not None else None)
     return summarize(protocol, clients, [r[1] - r[0] for r in good], seconds,
                      images_per_request=n, errors=errors,
-                     detections=sum(r[2] for r in good), server=server)
+                     detections=sum(r[2] for r in good), server=server,
+                     inner_s=[r[4] for r in good])
 
 
 async def wait_ready(target: Target) -> None:
@@ -467,8 +235,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=os.environ.get("DETECT_CLIENT_TOKEN"),
                         help="bearer token")
     parser.add_argument("--host-header", default=None, help="Host header for an ingress")
-    parser.add_argument("--protocols", type=_protocols, default=list(BENCH_PROTOCOLS),
-                        help="comma-separated: v1, v2bin, grpc (default: all)")
+    parser.add_argument("--protocols", type=_protocols, default=list(DEFAULT_PROTOCOLS),
+                        help="comma-separated: v1, v2bin, grpc, and web: through the web "
+                             "backend at --web-url (default: v1,v2bin,grpc)")
+    parser.add_argument("--web-url", default=None, metavar="URL",
+                        help="the web backend (python -m client.web) for --protocols web")
     parser.add_argument("--clients", type=_clients, default=[1, 8],
                         help="comma-separated concurrency levels (default 1,8)")
     parser.add_argument("--duration", type=float, default=8.0,
@@ -534,12 +305,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = ClientConfig(url=args.url, model=args.model, grpc_url=args.grpc_url,
                           token=args.token, host_header=args.host_header, timeout=args.timeout)
+    if "web" in args.protocols and not args.web_url:
+        parser.error("--protocols web needs --web-url, e.g. http://127.0.0.1:8000")
     grpc_target, tls = config.grpc_target()
     target = Target(url=config.url, model=config.model, grpc_target=grpc_target, grpc_tls=tls,
-                    headers=config.auth_headers(), timeout=config.timeout)
+                    headers=config.auth_headers(), timeout=config.timeout,
+                    web_url=args.web_url)
     images = _load_images(args)
     results = asyncio.run(_run_all(args, target, images))
     print(format_table([r.to_dict() for r in results]))
+    for line in hop_summary(results):
+        print(line)
     if args.out:
         doc = {"url": target.url, "model": target.model, "images": len(images),
                "images_per_request": args.images_per_request,

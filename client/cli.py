@@ -7,14 +7,12 @@ Every failure ends in one line on stderr and a documented exit status (see
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._config import PROTOCOLS, ClientConfig
 from ._exceptions import (
     BadRequest,
     ClientError,
@@ -26,6 +24,13 @@ from ._exceptions import (
     ServerUnreachable,
     Unauthorized,
     UnreadableInput,
+)
+from ._options import (
+    ENVIRONMENT_HELP,
+    add_connection_arguments,
+    config_from_args,
+    positive,
+    seconds,
 )
 
 __all__ = ["EXIT_CODES_HELP", "build_parser", "exit_code_for", "main"]
@@ -56,8 +61,7 @@ exit status:
   8  server overloaded (429/503) after all retries
   130 interrupted
 
-environment: DETECT_CLIENT_URL, DETECT_CLIENT_MODEL, DETECT_CLIENT_PROTOCOL and
-DETECT_CLIENT_TOKEN give defaults for --url, --model, --protocol and --token."""
+""" + ENVIRONMENT_HELP
 
 # Most specific first: the first matching class decides the exit status.
 _EXIT_CODES: tuple[tuple[type[ClientError], int], ...] = (
@@ -127,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.set_defaults(command=_detect)
 
     health = add("health", "check that the server is live and the model ready")
-    health.add_argument("--wait", type=_seconds, metavar="SECONDS",
+    health.add_argument("--wait", type=seconds, metavar="SECONDS",
                         help="poll until the model is ready, for at most SECONDS")
     health.set_defaults(command=_health)
 
@@ -148,30 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _common_parser() -> argparse.ArgumentParser:
-    env = os.environ
     common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("connection")
-    group.add_argument("--url", default=env.get("DETECT_CLIENT_URL", "http://127.0.0.1:8080"),
-                       help="REST base URL of the server or ingress (default: %(default)s)")
-    group.add_argument("--model", default=env.get("DETECT_CLIENT_MODEL", "detector"),
-                       help="model name (default: %(default)s)")
-    group.add_argument("--protocol", choices=PROTOCOLS,
-                       default=env.get("DETECT_CLIENT_PROTOCOL", "v2"),
-                       help="wire protocol (default: %(default)s)")
-    group.add_argument("--grpc-url", metavar="HOST:PORT",
-                       help="gRPC target; default: the --url host, port 8081 when --url uses "
-                            "8080, else the --url port (grpcs://HOST:PORT for TLS)")
-    group.add_argument("--host-header", metavar="HOST",
-                       help="Host header (gRPC authority) for an ingress, e.g. "
-                            "detector.default.example.com")
-    group.add_argument("--token", default=env.get("DETECT_CLIENT_TOKEN"),
-                       help="bearer token (prefer DETECT_CLIENT_TOKEN: flags show in ps)")
-    group.add_argument("--ca-file", metavar="PEM", help="CA certificate to trust for TLS")
-    group.add_argument("--timeout", type=_seconds, default=30.0,
-                       help="seconds per request (default: %(default)s)")
-    group.add_argument("--retries", type=_count, default=3,
-                       help="retries on 429/503/unreachable, with backoff (default: %(default)s)")
-    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_connection_arguments(common)
+    common.add_argument("--no-progress", action="store_true", help="no progress bar")
     return common
 
 
@@ -181,11 +164,11 @@ def _add_detect_options(parser: argparse.ArgumentParser,
                         metavar="S", help="lowest score to keep (default: the server's)"
                         if default_threshold is None else "lowest score to keep "
                         "(default: %(default)s)")
-    parser.add_argument("--max-detections", type=_positive, metavar="N",
+    parser.add_argument("--max-detections", type=positive, metavar="N",
                         help="most detections per image (default: the server's)")
     parser.add_argument("--classes", metavar="NAMES",
                         help="comma-separated class names to keep, e.g. circle,square")
-    parser.add_argument("--batch-size", type=_positive, default=8, metavar="N",
+    parser.add_argument("--batch-size", type=positive, default=8, metavar="N",
                         help="images per request (default: %(default)s)")
 
 
@@ -220,12 +203,7 @@ def _fail(message: str) -> None:
 def _client(args: argparse.Namespace) -> Any:
     from ._client import DetectionClient
 
-    config = ClientConfig(
-        url=args.url, model=args.model, protocol=args.protocol, grpc_url=args.grpc_url,
-        host_header=args.host_header, token=args.token, ca_file=args.ca_file,
-        timeout=args.timeout, retries=args.retries,
-        batch_size=getattr(args, "batch_size", 8),
-    )
+    config = config_from_args(args, batch_size=getattr(args, "batch_size", 8))
     return DetectionClient(config=config)
 
 
@@ -347,30 +325,3 @@ def _progress(total: int, disabled: bool) -> Any:
     # None lets tqdm hide itself when stderr is not a terminal.
     return tqdm(total=total, unit="img", file=sys.stderr, leave=False,
                 disable=True if disabled or total < 2 else None)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Build the predictor image (used by `make image` and tests/container).
+# Build the predictor image, or with TARGET=web the web backend's (used by `make image`,
+# `make image-web` and tests/container).
 #
 # Skips the build when an image for the same sources already exists: every build
 # is tagged IMAGE:src-<hash> and labelled io.kserve-detector.source-hash, where the
 # hash covers the Dockerfile, .dockerignore, pyproject.toml, README, predictor/,
-# client/, the variant, the torch index and the base image's id.
+# client/, the target, the variant, the torch index and the base image's id.
 # Prints the image reference (IMAGE:TAG) as the last line of stdout; logs go to stderr.
 #
 # Environment:
 #   IMAGE            repository name (default kserve-detector)
 #   TAG              tag to point at the result (default latest)
+#   TARGET           Dockerfile stage to build: empty (default) for the predictor (the last
+#                    stage), or web for the web backend (no torch; VARIANT is ignored)
 #   BASE_IMAGE       base for both stages (default python:3.11-slim-bookworm; when it
 #                    is not local and cannot be pulled, scripts/base-image.sh makes
 #                    kserve-detector-base:bookworm from Debian's packages and that is used)
@@ -31,6 +34,7 @@ DEFAULT_BASE="python:3.11-slim-bookworm"
 LOCAL_BASE="kserve-detector-base:bookworm"
 BASE_IMAGE="${BASE_IMAGE:-$DEFAULT_BASE}"
 VARIANT="${VARIANT:-auto}"
+TARGET="${TARGET:-}"
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-}"
 CPU_INDEX="https://download.pytorch.org/whl/cpu"
 FORCE="${FORCE:-0}"
@@ -55,7 +59,13 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 fi
 BASE_ID="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")"
 
-# --- variant: the small CPU build when its index is reachable.
+# --- variant: the small CPU build when its index is reachable (torch: predictor only).
+if [[ "$TARGET" == web ]]; then
+    VARIANT=cpu
+elif [[ -n "$TARGET" ]]; then
+    log "TARGET must be empty (the predictor) or web, not '$TARGET'"
+    exit 1
+fi
 index_answers() {
     python3 - "$1" <<'EOF' >/dev/null 2>&1
 import sys, urllib.request
@@ -97,6 +107,7 @@ fi
 source_hash() {
     {
         printf 'variant=%s\nindex=%s\nbase=%s\n' "$VARIANT" "$TORCH_INDEX_URL" "$BASE_ID"
+        [[ -z "$TARGET" ]] || printf 'target=%s\n' "$TARGET"
         local paths=() p
         for p in Dockerfile .dockerignore pyproject.toml README.md LICENSE predictor client; do
             [[ -e "$p" ]] && paths+=("$p")
@@ -111,10 +122,12 @@ HASH_TAG="$IMAGE:src-${HASH:0:16}"
 if [[ "$FORCE" != 1 ]] && docker image inspect "$HASH_TAG" >/dev/null 2>&1; then
     log "$HASH_TAG is up to date; not rebuilding"
 else
-    log "building $HASH_TAG (variant $VARIANT, base $BASE_IMAGE)"
+    log "building $HASH_TAG (${TARGET:-predictor}, variant $VARIANT, base $BASE_IMAGE)"
     start=$SECONDS
+    target_args=()
+    [[ -z "$TARGET" ]] || target_args=(--target "$TARGET")
     # Classic builder: BuildKit/buildx may be missing, and nothing here needs it.
-    DOCKER_BUILDKIT=0 docker build --force-rm \
+    DOCKER_BUILDKIT=0 docker build --force-rm "${target_args[@]}" \
         --build-arg BASE_IMAGE="$BASE_IMAGE" \
         --build-arg VARIANT="$VARIANT" \
         --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" \

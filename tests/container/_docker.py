@@ -56,41 +56,50 @@ def ensure_engine() -> None:
                                 else f"scripts/docker-engine.sh exited {proc.returncode}")
 
 
-def build_image() -> str:
-    """Builds the image with scripts/image.sh (a no-op when the sources are unchanged)."""
+def build_image(target: str = "", image: str = "kserve-detector") -> str:
+    """Builds an image with scripts/image.sh (a no-op when the sources are unchanged).
+
+    Args:
+        target: The Dockerfile stage: empty for the predictor, ``web`` for the web backend.
+        image: The repository name to tag.
+    """
+    env = {**os.environ, "TARGET": target, "IMAGE": image}
     proc = subprocess.run(["bash", str(SCRIPTS / "image.sh")], capture_output=True, text=True,
-                          timeout=BUILD_TIMEOUT_S, check=False, cwd=REPO_ROOT)
+                          timeout=BUILD_TIMEOUT_S, check=False, cwd=REPO_ROOT, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"scripts/image.sh exited {proc.returncode}:\n{proc.stderr[-6000:]}")
     return proc.stdout.strip().splitlines()[-1]
 
 
 class Container:
-    """One detached container of the image with 8080/8081 published on 127.0.0.1.
+    """One detached container of the image with its ports published on 127.0.0.1.
 
     Args:
         image: Image reference.
         args: Arguments after the entrypoint (replace the image's CMD when given).
         docker_args: Extra ``docker run`` options (mounts, ``--read-only``...).
+        ports: Container ports to publish: the HTTP port first, then gRPC's if any.
     """
 
     def __init__(self, image: str, args: Sequence[str] = (),
-                 docker_args: Sequence[str] = ()) -> None:
+                 docker_args: Sequence[str] = (), ports: Sequence[int] = (8080, 8081)) -> None:
         self.image = image
         self.name = f"kserve-detector-test-{uuid.uuid4().hex[:10]}"
         self._args = list(args)
         self._docker_args = list(docker_args)
+        self._ports = list(ports)
         self.http_url = ""
         self.grpc_target = ""
         self.ready_s = 0.0
 
     def start(self) -> Container:
         """Runs the container detached; ports are chosen by Docker on 127.0.0.1."""
-        docker("run", "-d", "--name", self.name,
-               "-p", "127.0.0.1::8080", "-p", "127.0.0.1::8081",
+        published = [arg for port in self._ports for arg in ("-p", f"127.0.0.1::{port}")]
+        docker("run", "-d", "--name", self.name, *published,
                *self._docker_args, self.image, *self._args, timeout=60)
-        self.http_url = f"http://{self._host_port(8080)}"
-        self.grpc_target = self._host_port(8081)
+        self.http_url = f"http://{self._host_port(self._ports[0])}"
+        if len(self._ports) > 1:
+            self.grpc_target = self._host_port(self._ports[1])
         return self
 
     def _host_port(self, port: int) -> str:
@@ -108,10 +117,11 @@ class Container:
         return proc.stdout + proc.stderr
 
     def wait_ready(self, model_name: str = "detector",
-                   timeout_s: float = READY_TIMEOUT_S) -> float:
-        """Polls the V2 ready endpoint; returns seconds waited. Fails fast if it exits."""
+                   timeout_s: float = READY_TIMEOUT_S, path: str | None = None) -> float:
+        """Polls ``path`` (default: the V2 ready endpoint) until it answers 200; returns
+        seconds waited. Fails fast if the container exits."""
         start = time.monotonic()
-        url = f"{self.http_url}/v2/models/{model_name}/ready"
+        url = f"{self.http_url}{path or f'/v2/models/{model_name}/ready'}"
         while time.monotonic() - start < timeout_s:
             try:
                 if httpx.get(url, timeout=2).status_code == 200:

@@ -38,7 +38,8 @@ def test_percentile_small_cases_and_bad_input() -> None:
 
 def test_summarize_rates_latencies_batches_and_detections() -> None:
     server = {"detector_batch_size_sum": 30.0, "detector_batch_size_count": 5.0,
-              "detector_inference_seconds_sum": 1.5, "detector_queue_wait_seconds_sum": 0.3,
+              "detector_inference_seconds_sum": 1.5, "detector_inference_seconds_count": 5.0,
+              "detector_queue_wait_seconds_sum": 0.3,
               "detector_queue_wait_seconds_count": 30.0, "process_cpu_seconds_total": 3.0}
     cell = bench.summarize("v2bin", 8, [0.1, 0.2, 0.3, 0.4], 2.0, images_per_request=2,
                            errors={"HTTP 503": 1}, detections=16, server=server)
@@ -51,6 +52,7 @@ def test_summarize_rates_latencies_batches_and_detections() -> None:
     assert cell.mean_ms == pytest.approx(250.0)
     assert cell.mean_batch_size == pytest.approx(6.0)
     assert cell.model_busy == pytest.approx(0.75)  # 1.5 s of inference in a 2 s window
+    assert cell.model_ms == pytest.approx(300.0)  # in 5 model calls
     assert cell.queue_wait_ms == pytest.approx(10.0)
     assert cell.server_cpu == pytest.approx(1.5)
     assert cell.detections_per_image == pytest.approx(2.0)
@@ -106,10 +108,33 @@ def test_format_table_has_a_header_a_rule_and_one_aligned_line_per_row() -> None
     assert lines[0].split()[:4] == ["protocol", "clients", "req/s", "img/s"]
     assert set(lines[1].replace(" ", "")) == {"-"}
     assert lines[2].split()[:4] == ["v1", "1", "12.5", "12.5"]
-    assert lines[3].split()[7] == "-"  # a missing mean batch size shows as a dash
+    assert lines[3].split()[8] == "-"  # a missing mean batch size shows as a dash
     # Numbers are right-aligned: every row's img/s column ends at the same place.
     end = lines[0].index("img/s") + len("img/s")
     assert all(line[end - 1] != " " for line in lines[2:])
+
+
+def test_hop_summary_compares_direct_and_web_at_each_client_count() -> None:
+    server = {"detector_inference_seconds_sum": 0.3, "detector_inference_seconds_count": 10.0}
+    direct = bench.summarize("v2bin", 1, [0.040] * 5, 1.0, server=server)
+    # Each round trip less the backend's own call: 4, 6, 7, 9 and 20 ms.
+    web = bench.summarize("web", 1, [0.050, 0.052, 0.049, 0.053, 0.060], 1.0, server=server,
+                          inner_s=[0.046, 0.046, 0.042, 0.044, 0.040])
+    alone = bench.summarize("web", 8, [0.2] * 5, 1.0)
+    assert web.hop_ms == pytest.approx(7.0)
+    assert direct.hop_ms is None
+    (line,) = bench.hop_summary([direct, web, alone])
+    assert line == ("extra hop at 1 client(s), p50: model call 30.0 ms (mean), direct 40.0 ms, "
+                    "through the web backend 52.0 ms; the hop itself (each round trip less "
+                    "the backend's call) 7.0 ms")
+    assert bench.hop_summary([direct]) == []
+
+
+def test_web_protocol_needs_the_web_url(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--protocols", "v2bin,web", "--requests", "1"])
+    assert info.value.code == 2
+    assert "--web-url" in capsys.readouterr().err
 
 
 def test_report_ratios_and_goals() -> None:

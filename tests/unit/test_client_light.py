@@ -22,7 +22,7 @@ CLIENT_DEPS = ("httpx", "grpcio", "protobuf", "numpy", "pillow", "tqdm")
 
 def test_importing_the_client_loads_no_server_module() -> None:
     code = (
-        "import sys, client, client.cli, client.draw, client._grpc\n"
+        "import sys, client, client.cli, client.draw, client._grpc, client.web.app\n"
         f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
         "print(','.join(heavy))\n"
     )
@@ -79,6 +79,12 @@ def test_client_works_in_a_clean_venv_without_torch(tmp_path: Path) -> None:
     location, absent = done.stdout.split()
     assert str(env_dir) in location
     assert absent.split(",") == list(HEAVY)
+
+    # The web backend needs its extra; without it, one line says which command installs it.
+    done = subprocess.run([str(python), "-m", "client.web"], capture_output=True, text=True,
+                          cwd=work, env=env, timeout=120)
+    assert done.returncode == 2
+    assert "pip install 'kserve-detector[web]'" in done.stderr
 
     script = env_dir / "bin" / "detect-client"
     for command in ([str(script), "--help"], [str(python), "-m", "client", "detect", "--help"]):

@@ -1,0 +1,181 @@
+"""The load generator's senders: one request per call, each built once up front.
+
+``v1`` and ``v2bin`` go to the inference service over REST, ``grpc`` over gRPC, and
+``web`` goes to the web backend (``client.web``), which calls the inference service
+itself: the same picture one hop further away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GRPC_METHOD", "GrpcSender", "HttpSender", "RequestFailed", "Target", "WebSender",
+           "make_sender"]
+
+GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+
+
+class RequestFailed(Exception):
+    """One request did not succeed; the message is the error kind shown in the table."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to send the load."""
+
+    url: str = "http://127.0.0.1:8080"
+    model: str = "detector"
+    grpc_target: str = "127.0.0.1:8081"
+    grpc_tls: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 60.0
+    web_url: str | None = None
+
+
+class HttpSender:
+    """V1 or V2-binary requests, built once by the client's own codecs, on one httpx pool."""
+
+    def __init__(self, target: Target, protocol: str, batches: Sequence[Sequence[Any]],
+                 options: Any, clients: int) -> None:
+        import httpx
+
+        from ._v1 import V1Codec
+        from ._v2rest import V2Codec
+
+        self._httpx = httpx
+        self._client = httpx.AsyncClient(
+            base_url=target.url, timeout=target.timeout, headers=dict(target.headers),
+            limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients))
+        self._codec = (V1Codec if protocol == "v1" else V2Codec)(target.model)
+        self._batches = batches
+        self._requests = [self._codec.infer_request(b, options) for b in batches]
+
+    async def __call__(self, index: int) -> Any:
+        request = self._requests[index % len(self._requests)]
+        try:
+            response = await self._client.post(request.path, content=request.content,
+                                               headers=dict(request.headers))
+        except self._httpx.HTTPError as exc:
+            raise RequestFailed(type(exc).__name__) from exc
+        if response.status_code != 200:
+            raise RequestFailed(f"HTTP {response.status_code}")
+        return index, response
+
+    def detections(self, answer: Any) -> int:
+        """Detections in an answer returned by a call (parsed as the client parses it)."""
+        index, response = answer
+        batch = self._batches[index % len(self._batches)]
+        results = self._codec.infer_response(response.headers, response.content, batch)
+        return sum(len(r.detections) for r in results)
+
+    def inner_seconds(self, answer: Any) -> float | None:
+        """Only the web backend reports an inner call."""
+        return None
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class GrpcSender:
+    """Pre-serialized ``ModelInfer`` calls on one channel (no per-call request encoding)."""
+
+    def __init__(self, target: Target, batches: Sequence[Sequence[Any]], options: Any) -> None:
+        import grpc
+
+        from . import _grpc
+
+        self._grpc = grpc
+        self._codec = _grpc
+        opts = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        self._channel = (
+            grpc.aio.secure_channel(target.grpc_target, grpc.ssl_channel_credentials(), opts)
+            if target.grpc_tls else grpc.aio.insecure_channel(target.grpc_target, opts))
+        self._call = self._channel.unary_unary(GRPC_METHOD)
+        self._timeout = target.timeout
+        self._metadata = [(k.lower(), v) for k, v in target.headers.items()
+                          if k.lower() != "host"] or None
+        self._batches = batches
+        self._requests = [_grpc.infer_request(target.model, b, options).SerializeToString()
+                          for b in batches]
+
+    async def __call__(self, index: int) -> Any:
+        try:
+            content = await self._call(self._requests[index % len(self._requests)],
+                                       timeout=self._timeout, metadata=self._metadata)
+        except self._grpc.aio.AioRpcError as exc:
+            raise RequestFailed(f"gRPC {exc.code().name}") from exc
+        return index, content
+
+    def detections(self, answer: Any) -> int:
+        """Detections in an answer returned by a call (parsed as the client parses it)."""
+        from .protos import inference_pb2 as pb
+
+        index, content = answer
+        response = pb.ModelInferResponse.FromString(content)  # type: ignore[attr-defined]
+        results = self._codec.infer_results(response, self._batches[index % len(self._batches)])
+        return sum(len(r.detections) for r in results)
+
+    def inner_seconds(self, answer: Any) -> float | None:
+        """Only the web backend reports an inner call."""
+        return None
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class WebSender:
+    """``POST /api/detect`` to the web backend: multipart bodies encoded once."""
+
+    def __init__(self, target: Target, batches: Sequence[Sequence[Any]], options: Any,
+                 clients: int) -> None:
+        import httpx
+
+        if not target.web_url:
+            raise ValueError("the web protocol needs the web backend's URL (--web-url)")
+        self._httpx = httpx
+        self._client = httpx.AsyncClient(
+            base_url=target.web_url.rstrip("/"), timeout=target.timeout,
+            limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients))
+        fields = ({"score_threshold": str(options.score_threshold)}
+                  if options.score_threshold is not None else {})
+        self._requests: list[tuple[bytes, dict[str, str]]] = []
+        for batch in batches:
+            files = [("file", (f"picture-{i}", image.as_encoded(), "application/octet-stream"))
+                     for i, image in enumerate(batch)]
+            request = httpx.Request("POST", "/api/detect", files=files, data=fields)
+            self._requests.append((request.read(), dict(request.headers)))
+
+    async def __call__(self, index: int) -> Any:
+        content, headers = self._requests[index % len(self._requests)]
+        try:
+            response = await self._client.post("/api/detect", content=content, headers=headers)
+        except self._httpx.HTTPError as exc:
+            raise RequestFailed(type(exc).__name__) from exc
+        if response.status_code != 200:
+            raise RequestFailed(f"HTTP {response.status_code}")
+        return response
+
+    def detections(self, answer: Any) -> int:
+        """Detections in an answer returned by a call."""
+        return sum(len(result["detections"]) for result in answer.json()["results"])
+
+    def inner_seconds(self, answer: Any) -> float | None:
+        """The backend's own call to the inference service, as its answer reports it."""
+        return float(answer.json()["timing"]["inference_ms"]) / 1000.0
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def make_sender(target: Target, protocol: str, batches: Sequence[Sequence[Any]],
+                options: Any, clients: int) -> HttpSender | GrpcSender | WebSender:
+    """The sender for ``protocol``: ``v1``, ``v2bin``, ``grpc`` or ``web``."""
+    if protocol in ("v1", "v2bin"):
+        return HttpSender(target, protocol, batches, options, clients)
+    if protocol == "grpc":
+        return GrpcSender(target, batches, options)
+    if protocol == "web":
+        return WebSender(target, batches, options, clients)
+    raise ValueError(f"unknown protocol {protocol!r}; use v1, v2bin, grpc or web")

@@ -1,0 +1,95 @@
+"""``python -m client.web``: the edge. Flags -> one frozen WebSettings -> uvicorn.
+
+Example::
+
+    python -m client.web --url http://127.0.0.1:8080 --model detector --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .._exceptions import ConfigError
+from .._options import ENVIRONMENT_HELP, add_connection_arguments, config_from_args, positive
+from .._options import seconds as positive_seconds
+from .settings import MIB, WebSettings
+
+__all__ = ["build_parser", "main", "settings_from_args"]
+
+PROG = "python -m client.web"
+_MISSING_EXTRA = ("the web backend needs its extra dependencies: "
+                  "pip install 'kserve-detector[web]' (missing: {name})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags: the client's connection flags, then where to listen and the limits."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="The product's web backend: a page and POST /api/detect in "
+                               "front of the inference service.",
+        epilog=ENVIRONMENT_HELP + "\nDETECT_WEB_HOST and DETECT_WEB_PORT give defaults for "
+                                  "--host and --port.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_connection_arguments(parser)
+    env = os.environ
+    serve = parser.add_argument_group("web backend")
+    serve.add_argument("--host", default=env.get("DETECT_WEB_HOST", "127.0.0.1"),
+                       help="address to listen on; 0.0.0.0 for every interface "
+                            "(default: %(default)s)")
+    serve.add_argument("--port", type=positive, default=int(env.get("DETECT_WEB_PORT", "8000")),
+                       help="port to listen on (default: %(default)s)")
+    serve.add_argument("--max-files", type=positive, default=16,
+                       help="most pictures per request (default: %(default)s)")
+    serve.add_argument("--max-upload-mb", type=positive_seconds, default=32.0, metavar="MB",
+                       help="largest request body in MiB (default: %(default)s)")
+    serve.add_argument("--max-backoff", type=positive_seconds, default=5.0, metavar="SECONDS",
+                       help="longest wait before a retry, also the cap on the service's "
+                            "Retry-After (default: %(default)s)")
+    serve.add_argument("--health-interval", type=positive_seconds, default=5.0,
+                       metavar="SECONDS", help="seconds between two readiness probes of the "
+                                               "inference service (default: %(default)s)")
+    serve.add_argument("--log-level", default="info",
+                       choices=("critical", "error", "warning", "info", "debug"),
+                       help="log level (default: %(default)s)")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> WebSettings:
+    """The one settings object for parsed flags.
+
+    Raises:
+        ConfigError: A value is invalid; the message names the flag.
+    """
+    client = config_from_args(args, max_backoff=args.max_backoff)
+    return WebSettings(client=client, max_files=args.max_files,
+                       max_upload_bytes=int(args.max_upload_mb * MIB),
+                       health_interval=args.health_interval,
+                       probe_timeout=min(args.timeout, args.health_interval, 5.0))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parses the flags and serves until interrupted; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ModuleNotFoundError as exc:
+        print(f"{PROG}: error: {_MISSING_EXTRA.format(name=exc.name)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port,
+                log_level=args.log_level, server_header=False, proxy_headers=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

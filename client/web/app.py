@@ -1,0 +1,150 @@
+"""The ASGI app: routes, error answers, security headers, request metrics, lifespan.
+
+The app is the product's backend and the inference service's *client*: it reaches the
+service only through :class:`~client.AsyncDetectionClient`, made when the app starts (a
+gRPC channel belongs to the running event loop) and closed when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .._async import AsyncDetectionClient
+from . import api
+from .errors import ApiError
+from .metrics import WebMetrics
+from .monitor import ServiceMonitor
+from .settings import WebSettings
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["SECURITY_HEADERS", "create_app"]
+
+log = logging.getLogger("client.web")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Sent with every answer. The page loads nothing from elsewhere (no CDN), so the policy
+#: can allow only this origin; pictures show from ``blob:`` URLs made in the browser.
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' blob: data:; "
+                               "object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+
+def create_app(settings: WebSettings, *,
+               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """The web backend for ``settings``.
+
+    Args:
+        settings: Where the inference service is, and the upload limits.
+        transport: An httpx transport for REST calls to the inference service (tests).
+    """
+    metrics = WebMetrics()
+
+    async def counted_sleep(seconds: float) -> None:
+        # The client calls this between attempts: one call, one retry.
+        metrics.retries.inc()
+        await asyncio.sleep(seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = AsyncDetectionClient(config=settings.client, transport=transport,
+                                      sleep=counted_sleep)
+        monitor = ServiceMonitor(client.health, model=settings.client.model,
+                                 interval=settings.health_interval,
+                                 timeout=settings.probe_timeout, on_change=metrics.observe_state)
+        app.state.backend = api.Backend(settings, client, monitor, metrics)
+        monitor.start()
+        log.info("web backend for model %r at %s (%s)", settings.client.model,
+                 settings.client.url if settings.client.protocol != "grpc"
+                 else settings.client.grpc_target()[0], settings.client.protocol)
+        try:
+            yield
+        finally:
+            await monitor.stop()
+            await client.close()
+
+    routes = [
+        Route("/", api.index, methods=["GET", "HEAD"]),
+        Route("/api/detect", api.detect, methods=["POST"]),
+        Route("/healthz", api.healthz, methods=["GET", "HEAD"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected})
+    app.add_middleware(_Observed, metrics=metrics)
+    return app
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse({"error": exc.message}, status_code=exc.status,
+                        headers={**exc.headers, "Cache-Control": "no-store"})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    messages = {404: f"no such page: {request.url.path}",
+                405: f"{request.method} is not allowed on {request.url.path}"}
+    return JSONResponse({"error": messages.get(exc.status_code, str(exc.detail))},
+                        status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # A bug here must cost one request, and show no internals: the log has the details.
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": "the web backend failed unexpectedly; its log has the "
+                                  "details"}, status_code=500, headers=SECURITY_HEADERS)
+
+
+class _Observed:
+    """Adds the security headers to every answer and counts it in the metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: WebMetrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message["headers"] = [*message.get("headers", []),
+                                      *((k.encode(), v.encode())
+                                        for k, v in SECURITY_HEADERS.items())]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_with_headers)
+        finally:
+            self._metrics.observe_request(scope.get("path", ""), status,
+                                          time.perf_counter() - started)
