@@ -101,6 +101,7 @@ def test_one_picture_gets_the_services_own_detections(web: WebApp, inference: Se
     assert_same(result, expected)
     assert body["model"] == "detector"
     assert body["model_version"] == expected.model_version
+    assert body["model_version"], "the server names the weights that answered"
     assert 0 < body["timing"]["inference_ms"] <= body["timing"]["total_ms"]
 
 
