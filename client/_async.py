@@ -1,27 +1,18 @@
-"""The asyncio client: the same calls as :class:`DetectionClient`, awaited."""
+"""The asyncio client: the same calls as :class:`DetectionClient`, awaited; only its I/O here."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._batching import as_image_list, chunks, wait_ready_error
+from ._base import BaseClient, GrpcCalls, RestCalls, prepare_batch
 from ._config import ClientConfig, Protocol
-from ._exceptions import ConfigError, ModelNotFound, ModelNotReady, Overloaded, ServerUnreachable
-from ._http import (
-    USER_AGENT,
-    HttpRequest,
-    error_for_status,
-    error_for_transport,
-    tls_verify,
-)
-from ._images import PreparedImage, prepare
+from ._exceptions import ClientError, ConfigError, ModelNotReady
+from ._http import HttpRequest
+from ._images import PreparedImage
 from ._retry import retry_async
 from ._types import DetectOptions, Health, ImageInput, ImageResult, ModelMetadata
-from ._v1 import V1Codec
-from ._v2rest import V2Codec
 
 if TYPE_CHECKING:
     import httpx
@@ -29,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncDetectionClient"]
 
 
-class AsyncDetectionClient:
+class AsyncDetectionClient(BaseClient):
     """Sends images to a detection model from asyncio code.
 
     Takes the same arguments as :class:`DetectionClient`; ``transport`` is an
@@ -48,7 +39,7 @@ class AsyncDetectionClient:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         **settings: Any,
     ) -> None:
-        self.config = config or ClientConfig(url=url, model=model, protocol=protocol, **settings)
+        super().__init__(url, model, protocol, config, settings)
         self._sleep = sleep or asyncio.sleep
         self._backend: _AsyncRestBackend | _AsyncGrpcBackend
         if self.config.protocol == "grpc":
@@ -83,21 +74,18 @@ class AsyncDetectionClient:
         """
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
-        options = DetectOptions(score_threshold, max_detections,
-                                tuple(classes) if classes is not None else None)
-        size = batch_size or self.config.batch_size
+        options = self._options(score_threshold, max_detections, classes)
         gate = asyncio.Semaphore(concurrency)
 
         async def run(start: int, batch: list[ImageInput]) -> list[ImageResult]:
             async with gate:
                 # Reading files and encoding pixels would otherwise stall the event loop.
-                prepared = await asyncio.to_thread(
-                    lambda: [prepare(image, start + i) for i, image in enumerate(batch)])
+                prepared = await asyncio.to_thread(prepare_batch, start, batch)
                 return await retry_async(lambda: self._backend.infer(prepared, options),
                                          self.config, self._sleep)
 
         tasks = [asyncio.ensure_future(run(start, batch))
-                 for start, batch in chunks(as_image_list(images), size)]
+                 for start, batch in self._batches(images, batch_size)]
         try:
             batches = await asyncio.gather(*tasks)
         except BaseException:
@@ -132,19 +120,15 @@ class AsyncDetectionClient:
 
     async def wait_ready(self, timeout: float = 60.0, interval: float = 0.5) -> Health:
         """Polls :meth:`health` until the model is ready; see ``DetectionClient.wait_ready``."""
-        deadline = time.monotonic() + timeout
+        wait = self._ready_wait(timeout, interval)
         while True:
             try:
                 health = await self.health()
-                if health.ready:
+                if wait.saw(health=health):
                     return health
-                last: Exception = ModelNotReady(f"model {self.config.model!r} is not ready")
-            except (ServerUnreachable, ModelNotFound, Overloaded) as exc:
-                last = exc
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise wait_ready_error(last, timeout) from None
-            await self._sleep(min(interval, remaining))
+            except ClientError as exc:
+                wait.saw(error=exc)
+            await self._sleep(wait.pause())
 
 
 class _AsyncRestBackend:
@@ -154,18 +138,10 @@ class _AsyncRestBackend:
                  transport: httpx.AsyncBaseTransport | None) -> None:
         import httpx
 
-        self._config = config
-        self._codec: V1Codec | V2Codec = V1Codec(config.model) if config.protocol == "v1" \
-            else V2Codec(config.model)
-        self._http = httpx.AsyncClient(
-            base_url=config.url,
-            headers={"User-Agent": USER_AGENT, **config.auth_headers()},
-            timeout=config.timeout,
-            verify=tls_verify(config),
-            transport=transport,
-        )
+        self._calls = RestCalls(config)
+        self._http = httpx.AsyncClient(**self._calls.http_settings(), transport=transport)
 
-    async def _send(self, request: HttpRequest) -> tuple[int, Mapping[str, str], bytes]:
+    async def _send(self, request: HttpRequest) -> tuple[int, Any, bytes]:
         import httpx
 
         try:
@@ -173,26 +149,19 @@ class _AsyncRestBackend:
                                                 headers=dict(request.headers),
                                                 content=request.content)
         except httpx.HTTPError as exc:
-            raise error_for_transport(exc, self._config.url, self._config.timeout) from None
+            raise self._calls.transport_error(exc) from None
         return response.status_code, response.headers, response.content
 
     async def infer(self, images: Sequence[PreparedImage],
                     options: DetectOptions) -> list[ImageResult]:
-        status, headers, content = await self._send(self._codec.infer_request(images, options))
-        if status != 200:
-            raise error_for_status(status, headers, content, what="infer",
-                                   model=self._config.model)
-        return self._codec.infer_response(headers, content, images)
+        answer = await self._send(self._calls.infer_request(images, options))
+        return self._calls.infer_results(*answer, images)
 
     async def health(self) -> Health:
-        return self._codec.health_from(*await self._send(self._codec.ready_request()))
+        return self._calls.health(*await self._send(self._calls.ready_request()))
 
     async def metadata(self) -> ModelMetadata:
-        status, headers, content = await self._send(self._codec.metadata_request())
-        if status != 200:
-            raise error_for_status(status, headers, content, what="metadata",
-                                   model=self._config.model)
-        return self._codec.metadata_from(content)
+        return self._calls.metadata(*await self._send(self._calls.metadata_request()))
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -202,40 +171,31 @@ class _AsyncGrpcBackend:
     """Open Inference Protocol gRPC over one ``grpc.aio`` channel."""
 
     def __init__(self, config: ClientConfig) -> None:
-        from . import _grpc
-
+        self._calls = GrpcCalls(config)
         self._config = config
-        self._grpc = _grpc
-        self._target, _ = config.grpc_target()
-        creds = _grpc.credentials(config)
-        options = _grpc.channel_options(config)
-        aio = _grpc.grpc.aio
-        self._channel = (aio.secure_channel(self._target, creds, options=options) if creds
-                         else aio.insecure_channel(self._target, options=options))
-        self._stub = _grpc.stub(self._channel)
-        self._metadata = _grpc.request_metadata(config)
+        self._channel = self._calls.channel(self._calls.wire.grpc.aio)
+        self._stub = self._calls.stub(self._channel)
 
     async def _call(self, method: str, request: Any, what: str) -> Any:
         try:
             return await getattr(self._stub, method)(request, timeout=self._config.timeout,
-                                                     metadata=self._metadata)
-        except self._grpc.grpc.RpcError as exc:
-            raise self._grpc.error_for_rpc(exc, what=what, model=self._config.model,
-                                           target=self._target) from None
+                                                     metadata=self._calls.metadata)
+        except self._calls.wire.grpc.RpcError as exc:
+            raise self._calls.error(exc, what) from None
 
     async def infer(self, images: Sequence[PreparedImage],
                     options: DetectOptions) -> list[ImageResult]:
-        request = self._grpc.infer_request(self._config.model, images, options)
-        return self._grpc.infer_results(await self._call("ModelInfer", request, "infer"),
-                                        images)
+        response = await self._call("ModelInfer", self._calls.infer_request(images, options),
+                                    "infer")
+        return self._calls.infer_results(response, images)
 
     async def health(self) -> Health:
-        request = self._grpc.pb.ModelReadyRequest(name=self._config.model)
-        return self._grpc.health_from(await self._call("ModelReady", request, "health"))
+        response = await self._call("ModelReady", self._calls.ready_request(), "health")
+        return self._calls.health(response)
 
     async def metadata(self) -> ModelMetadata:
-        request = self._grpc.pb.ModelMetadataRequest(name=self._config.model)
-        return self._grpc.metadata_from(await self._call("ModelMetadata", request, "metadata"))
+        request = self._calls.metadata_request()
+        return self._calls.metadata_from(await self._call("ModelMetadata", request, "metadata"))
 
     async def close(self) -> None:
         await self._channel.close()

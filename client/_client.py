@@ -1,28 +1,19 @@
-"""The synchronous client: one object, three protocols."""
+"""The synchronous client: one object, three protocols. Only the I/O lives here (see _base)."""
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._batching import as_image_list, chunks, wait_ready_error
+from ._base import BaseClient, GrpcCalls, RestCalls, prepare_batch
 from ._config import ClientConfig, Protocol
-from ._exceptions import ModelNotFound, ModelNotReady, Overloaded, ServerUnreachable
-from ._http import (
-    USER_AGENT,
-    HttpRequest,
-    RestCodec,
-    error_for_status,
-    error_for_transport,
-    tls_verify,
-)
-from ._images import PreparedImage, prepare
+from ._exceptions import ClientError, ModelNotReady
+from ._http import HttpRequest
+from ._images import PreparedImage
 from ._retry import retry_sync
 from ._types import DetectOptions, Health, ImageInput, ImageResult, ModelMetadata
-from ._v1 import V1Codec
-from ._v2rest import V2Codec
 
 if TYPE_CHECKING:
     import httpx
@@ -30,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["DetectionClient"]
 
 
-class DetectionClient:
+class DetectionClient(BaseClient):
     """Sends images to a detection model and returns typed detections.
 
     Example::
@@ -65,7 +56,7 @@ class DetectionClient:
         sleep: Callable[[float], None] | None = None,
         **settings: Any,
     ) -> None:
-        self.config = config or ClientConfig(url=url, model=model, protocol=protocol, **settings)
+        super().__init__(url, model, protocol, config, settings)
         self._sleep = sleep or time.sleep
         self._backend: _RestBackend | _GrpcBackend
         if self.config.protocol == "grpc":
@@ -120,11 +111,9 @@ class DetectionClient:
         batch_size: int | None = None,
     ) -> Iterator[ImageResult]:
         """Like :meth:`detect`, yielding results as batches complete; reads files lazily."""
-        options = DetectOptions(score_threshold, max_detections,
-                                tuple(classes) if classes is not None else None)
-        size = batch_size or self.config.batch_size
-        for start, batch in chunks(as_image_list(images), size):
-            prepared = [prepare(image, start + i) for i, image in enumerate(batch)]
+        options = self._options(score_threshold, max_detections, classes)
+        for start, batch in self._batches(images, batch_size):
+            prepared = prepare_batch(start, batch)
             call = functools.partial(self._backend.infer, prepared, options)
             yield from retry_sync(call, self.config, self._sleep)
 
@@ -163,20 +152,15 @@ class DetectionClient:
             ServerUnreachable, ModelNotReady, ModelNotFound: Still so after ``timeout``
                 seconds; the message says what the last probe saw.
         """
-        deadline = time.monotonic() + timeout
+        wait = self._ready_wait(timeout, interval)
         while True:
             try:
                 health = self.health()
-                if health.ready:
+                if wait.saw(health=health):
                     return health
-                last: Exception = ModelNotReady(f"model {self.config.model!r} is not ready")
-            except (ServerUnreachable, ModelNotFound, Overloaded) as exc:
-                # An ingress answers 404 or 503 until the model's route exists.
-                last = exc
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise wait_ready_error(last, timeout) from None
-            self._sleep(min(interval, remaining))
+            except ClientError as exc:
+                wait.saw(error=exc)
+            self._sleep(wait.pause())
 
 
 class _RestBackend:
@@ -185,18 +169,10 @@ class _RestBackend:
     def __init__(self, config: ClientConfig, transport: httpx.BaseTransport | None) -> None:
         import httpx
 
-        self._config = config
-        self._codec: V1Codec | V2Codec = V1Codec(config.model) if config.protocol == "v1" \
-            else V2Codec(config.model)
-        self._http = httpx.Client(
-            base_url=config.url,
-            headers={"User-Agent": USER_AGENT, **config.auth_headers()},
-            timeout=config.timeout,
-            verify=tls_verify(config),
-            transport=transport,
-        )
+        self._calls = RestCalls(config)
+        self._http = httpx.Client(**self._calls.http_settings(), transport=transport)
 
-    def _send(self, request: HttpRequest) -> tuple[int, Mapping[str, str], bytes]:
+    def _send(self, request: HttpRequest) -> tuple[int, Any, bytes]:
         import httpx
 
         try:
@@ -204,26 +180,18 @@ class _RestBackend:
                                           headers=dict(request.headers),
                                           content=request.content)
         except httpx.HTTPError as exc:
-            raise error_for_transport(exc, self._config.url, self._config.timeout) from None
+            raise self._calls.transport_error(exc) from None
         return response.status_code, response.headers, response.content
 
     def infer(self, images: Sequence[PreparedImage], options: DetectOptions) -> list[ImageResult]:
-        status, headers, content = self._send(self._codec.infer_request(images, options))
-        if status != 200:
-            raise error_for_status(status, headers, content, what="infer",
-                                   model=self._config.model)
-        return self._codec.infer_response(headers, content, images)
+        answer = self._send(self._calls.infer_request(images, options))
+        return self._calls.infer_results(*answer, images)
 
     def health(self) -> Health:
-        codec: RestCodec = self._codec
-        return codec.health_from(*self._send(codec.ready_request()))
+        return self._calls.health(*self._send(self._calls.ready_request()))
 
     def metadata(self) -> ModelMetadata:
-        status, headers, content = self._send(self._codec.metadata_request())
-        if status != 200:
-            raise error_for_status(status, headers, content, what="metadata",
-                                   model=self._config.model)
-        return self._codec.metadata_from(content)
+        return self._calls.metadata(*self._send(self._calls.metadata_request()))
 
     def close(self) -> None:
         self._http.close()
@@ -233,39 +201,28 @@ class _GrpcBackend:
     """Open Inference Protocol gRPC over one channel."""
 
     def __init__(self, config: ClientConfig) -> None:
-        from . import _grpc
-
+        self._calls = GrpcCalls(config)
         self._config = config
-        self._grpc = _grpc
-        self._target, _ = config.grpc_target()
-        creds = _grpc.credentials(config)
-        options = _grpc.channel_options(config)
-        grpc = _grpc.grpc
-        self._channel = (grpc.secure_channel(self._target, creds, options=options) if creds
-                         else grpc.insecure_channel(self._target, options=options))
-        self._stub = _grpc.stub(self._channel)
-        self._metadata = _grpc.request_metadata(config)
+        self._channel = self._calls.channel(self._calls.wire.grpc)
+        self._stub = self._calls.stub(self._channel)
 
     def _call(self, method: str, request: Any, what: str) -> Any:
         try:
             return getattr(self._stub, method)(request, timeout=self._config.timeout,
-                                               metadata=self._metadata)
-        except self._grpc.grpc.RpcError as exc:
-            raise self._grpc.error_for_rpc(exc, what=what, model=self._config.model,
-                                           target=self._target) from None
+                                               metadata=self._calls.metadata)
+        except self._calls.wire.grpc.RpcError as exc:
+            raise self._calls.error(exc, what) from None
 
     def infer(self, images: Sequence[PreparedImage], options: DetectOptions) -> list[ImageResult]:
-        request = self._grpc.infer_request(self._config.model, images, options)
-        return self._grpc.infer_results(self._call("ModelInfer", request, "infer"), images)
+        response = self._call("ModelInfer", self._calls.infer_request(images, options), "infer")
+        return self._calls.infer_results(response, images)
 
     def health(self) -> Health:
-        request = self._grpc.pb.ModelReadyRequest(name=self._config.model)
-        return self._grpc.health_from(self._call("ModelReady", request, "health"))
+        return self._calls.health(self._call("ModelReady", self._calls.ready_request(), "health"))
 
     def metadata(self) -> ModelMetadata:
-        request = self._grpc.pb.ModelMetadataRequest(name=self._config.model)
-        return self._grpc.metadata_from(self._call("ModelMetadata", request, "metadata"))
+        request = self._calls.metadata_request()
+        return self._calls.metadata_from(self._call("ModelMetadata", request, "metadata"))
 
     def close(self) -> None:
         self._channel.close()
-

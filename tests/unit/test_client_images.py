@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from client import UnreadableInput
-from client._batching import as_image_list, chunks
+from client._base import as_image_list, chunks
 from client._images import prepare
 
 
