@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._base import GrpcCalls, RestCalls
+from .._config import ClientConfig
+
 __all__ = ["GRPC_METHOD", "GrpcSender", "HttpSender", "RequestFailed", "Target", "WebSender",
            "make_sender"]
 
@@ -33,6 +36,12 @@ class Target:
     timeout: float = 60.0
     web_url: str | None = None
 
+    def client_config(self) -> ClientConfig:
+        """The client's configuration for this target: one source of channel settings."""
+        grpc_url = ("grpcs://" if self.grpc_tls else "") + self.grpc_target
+        return ClientConfig(url=self.url, model=self.model, grpc_url=grpc_url,
+                            headers=dict(self.headers), timeout=self.timeout)
+
 
 class HttpSender:
     """V1 or V2-binary requests, built once by the client's own codecs, on one httpx pool."""
@@ -41,12 +50,12 @@ class HttpSender:
                  options: Any, clients: int) -> None:
         import httpx
 
-        from ._v1 import V1Codec
-        from ._v2rest import V2Codec
+        from .._v1 import V1Codec
+        from .._v2rest import V2Codec
 
         self._httpx = httpx
         self._client = httpx.AsyncClient(
-            base_url=target.url, timeout=target.timeout, headers=dict(target.headers),
+            **RestCalls(target.client_config()).http_settings(),
             limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients))
         self._codec = (V1Codec if protocol == "v1" else V2Codec)(target.model)
         self._batches = batches
@@ -84,18 +93,15 @@ class GrpcSender:
     def __init__(self, target: Target, batches: Sequence[Sequence[Any]], options: Any) -> None:
         import grpc
 
-        from . import _grpc
+        from .. import _grpc
 
         self._grpc = grpc
         self._codec = _grpc
-        opts = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-        self._channel = (
-            grpc.aio.secure_channel(target.grpc_target, grpc.ssl_channel_credentials(), opts)
-            if target.grpc_tls else grpc.aio.insecure_channel(target.grpc_target, opts))
+        calls = GrpcCalls(target.client_config())  # the client's own channel settings
+        self._channel = calls.channel(grpc.aio)
         self._call = self._channel.unary_unary(GRPC_METHOD)
         self._timeout = target.timeout
-        self._metadata = [(k.lower(), v) for k, v in target.headers.items()
-                          if k.lower() != "host"] or None
+        self._metadata = calls.metadata or None
         self._batches = batches
         self._requests = [_grpc.infer_request(target.model, b, options).SerializeToString()
                           for b in batches]
@@ -110,7 +116,7 @@ class GrpcSender:
 
     def detections(self, answer: Any) -> int:
         """Detections in an answer returned by a call (parsed as the client parses it)."""
-        from .protos import inference_pb2 as pb
+        from ..protos import inference_pb2 as pb
 
         index, content = answer
         response = pb.ModelInferResponse.FromString(content)  # type: ignore[attr-defined]

@@ -1,0 +1,9 @@
+"""``python -m client.bench``: the same as ``detect-client bench``."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
