@@ -1,100 +1,13 @@
-"""Shared fixtures: model folders made here, and the real server started on 127.0.0.1."""
+"""Fixtures shared by every test folder: model folders and the real server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from predictor.bench.servers import ServerProcess, start
-from predictor.bench.servers import free_port as free_port  # re-exported for the tests
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO_MODEL_DIR = REPO / "predictor" / "demo_model"
-SHARED_DIR = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
-
-# Small and quick on a CPU; random weights are fine for plumbing tests.
-TEST_ARCH = "ssdlite320_mobilenet_v3_large"
-TEST_LABELS = ["__background__", "circle", "square", "triangle", "star"]
-
-
-def save_random_model(folder: Path, arch: str = TEST_ARCH, labels: Sequence[str] = TEST_LABELS,
-                      seed: int = 0, fmt: str = "safetensors") -> Path:
-    """Writes a random-weights detector in the model-folder layout the server loads."""
-    import torch
-    import torchvision
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = torchvision.models.get_model(arch, weights=None, weights_backbone=None,
-                                         num_classes=len(labels))
-    if fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        name = "model.safetensors"
-        save_file(model.state_dict(), str(folder / name))
-    elif fmt == "pt":
-        name = "model.pt"
-        torch.save(model.state_dict(), folder / name)
-    else:
-        raise ValueError(fmt)
-    (folder / "config.json").write_text(json.dumps(
-        {"architecture": arch, "num_classes": len(labels), "weights": name}))
-    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
-    return folder
-
-
-@dataclass
-class Server:
-    """A running ``python -m predictor``, as the tests see it."""
-
-    process: ServerProcess
-    model_name: str
-    model_dir: Path | None
-
-    @property
-    def proc(self) -> subprocess.Popen[bytes]:
-        return self.process.proc
-
-    @property
-    def http_port(self) -> int:
-        return self.process.http_port
-
-    @property
-    def grpc_port(self) -> int:
-        return self.process.grpc_port
-
-    @property
-    def http_url(self) -> str:
-        return self.process.url
-
-    @property
-    def grpc_url(self) -> str:
-        return self.process.grpc_target
-
-    def log(self) -> str:
-        return self.process.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM (SIGKILL if it lingers); returns the exit code."""
-        self.process.stop(timeout)
-        return int(self.proc.returncode)
-
-
-def start_server(log_dir: Path, model_dir: Path | None, *extra: str, model_name: str = "detector",
-                 timeout: float = 180) -> Server:
-    """Starts the real server on free 127.0.0.1 ports and waits until the model is ready.
-
-    Raises ``ServerFailed`` (a RuntimeError) with the log's tail when it does not get ready.
-    """
-    args = [*extra, *(["--model_dir", str(model_dir)] if model_dir is not None else [])]
-    process = start("predictor", args, log_dir, model_name=model_name, timeout=timeout)
-    return Server(process, model_name, model_dir)
+from tests.support.servers import DEMO_MODEL_DIR, Server, save_random_model, start_server
 
 
 @pytest.fixture(scope="session")

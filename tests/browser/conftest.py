@@ -10,25 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-HOW = "apt-get install -y chromium chromium-driver (as .ci/run does)"
-# The flags a sandboxed CI machine needs, and none that reach out to the network.
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                  "--window-size=1280,1000")
-SHOTS = Path(__file__).resolve().parents[2] / "out" / "browser"
-
-
-def _first(*candidates: str | None) -> str | None:
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
+from tests.support.browser import CHROMIUM_FLAGS, HOW, SHOTS, first_file
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +26,10 @@ def browser() -> Iterator[Any]:
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         pytest.skip("selenium is not installed: run `make install`")
-    binary = _first(os.environ.get("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser",
-                    shutil.which("chromium") or None)
-    driver_path = _first(os.environ.get("CHROMEDRIVER"), "/usr/bin/chromedriver",
-                         shutil.which("chromedriver") or None)
+    binary = first_file(os.environ.get("CHROMIUM"), "/usr/bin/chromium",
+                        "/usr/bin/chromium-browser", shutil.which("chromium") or None)
+    driver_path = first_file(os.environ.get("CHROMEDRIVER"), "/usr/bin/chromedriver",
+                             shutil.which("chromedriver") or None)
     if binary is None or driver_path is None:
         pytest.skip(f"no {'chromium' if binary is None else 'chromedriver'} here: {HOW}")
     options = webdriver.ChromeOptions()

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import SHOTS
-from tests.conftest import DEMO_MODEL_DIR, Server, start_server
-from tests.web_app import WebApp, shapes_png, start_web
+from tests.support.browser import SHOTS
+from tests.support.servers import DEMO_MODEL_DIR, Server, start_server
+from tests.support.web_app import WebApp, shapes_png, start_web
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -48,7 +48,7 @@ def api(web: WebApp, picture: Path, threshold: float = 0.5,
     fields = {"score_threshold": f"{threshold:.2f}"}
     if classes is not None:
         fields["classes"] = ",".join(classes)
-    r = httpx.post(f"{web.url}/api/detect", data=fields, timeout=60,
+    r = httpx.post(f"{web.http_url}/api/detect", data=fields, timeout=60,
                    files=[("file", (picture.name, picture.read_bytes(), "image/png"))])
     assert r.status_code == 200, r.text
     detections: list[dict[str, Any]] = r.json()["results"][0]["detections"]
@@ -102,7 +102,7 @@ def drawn(card: Any) -> int:
 
 
 def open_page(browser: Any, web: WebApp) -> None:
-    browser.get(web.url)
+    browser.get(web.http_url)
     wait_until(browser, lambda b: b.find_element("id", "service").get_attribute("data-state")
                == "ready", "the service badge saying ready")
 
@@ -122,7 +122,7 @@ def test_the_page_loads_from_the_backend_alone(browser: Any, web: WebApp) -> Non
     resources = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)")
     assert resources, "the page loaded no script or style"
-    assert all(name.startswith(web.url) for name in resources), resources  # no CDN
+    assert all(name.startswith(web.http_url) for name in resources), resources  # no CDN
     assert browser.find_element("id", "service-text").text == \
         "inference service (detector, v2): ready"
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -250,4 +250,4 @@ def test_the_error_shows_next_to_the_picture_when_the_service_stops(
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", failed)
     time.sleep(0.3)  # let the scroll settle for the picture
     browser.save_screenshot(str(SHOTS / "service-stopped.png"))
-    assert httpx.get(f"{web.url}/healthz", timeout=5).status_code == 200
+    assert httpx.get(f"{web.http_url}/healthz", timeout=5).status_code == 200

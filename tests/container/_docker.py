@@ -89,7 +89,7 @@ class Container:
         self._docker_args = list(docker_args)
         self._ports = list(ports)
         self.http_url = ""
-        self.grpc_target = ""
+        self.grpc_url = ""
         self.ready_s = 0.0
 
     def start(self) -> Container:
@@ -99,7 +99,7 @@ class Container:
                *self._docker_args, self.image, *self._args, timeout=60)
         self.http_url = f"http://{self._host_port(self._ports[0])}"
         if len(self._ports) > 1:
-            self.grpc_target = self._host_port(self._ports[1])
+            self.grpc_url = self._host_port(self._ports[1])
         return self
 
     def _host_port(self, port: int) -> str:

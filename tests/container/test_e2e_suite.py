@@ -30,7 +30,7 @@ def test_e2e_suite_passes_against_container(e2e_target: tuple[Container, bool]) 
     container, demo = e2e_target
     env = {**os.environ,
            "E2E_BASE_URL": container.http_url,
-           "E2E_GRPC_TARGET": container.grpc_target,
+           "E2E_GRPC_TARGET": container.grpc_url,
            "E2E_MODEL_NAME": "detector",
            "E2E_DEMO": "1" if demo else "0"}
     proc = subprocess.run(

@@ -37,7 +37,7 @@ class _Endpoint:
 
     def __init__(self, container: Container) -> None:
         self.http_url = container.http_url
-        self.grpc_url = container.grpc_target
+        self.grpc_url = container.grpc_url
         self.model_name = "detector"
 
 

@@ -13,23 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import DEMO_MODEL_DIR, save_random_model, start_server
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the service under test answers."""
-
-    http_url: str
-    grpc_target: str
-    model_name: str
-    host_header: str | None = None
-    demo: bool = True  # serves the trained demo detector, so detections can be judged
+from tests.support.e2e import Target
+from tests.support.servers import DEMO_MODEL_DIR, save_random_model, start_server
 
 
 @pytest.fixture(scope="session")

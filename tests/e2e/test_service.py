@@ -16,7 +16,7 @@ import pytest
 
 from client import DetectionClient, ModelNotFound
 from predictor.synthetic import CLASSES, make_sample
-from tests.e2e.conftest import Target
+from tests.support.e2e import Target
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ PROTOCOLS = ("v1", "v2", "grpc")
 
 def _client(target: Target, protocol: str, model: str | None = None) -> DetectionClient:
     return DetectionClient(target.http_url, model=model or target.model_name, protocol=protocol,
-                           grpc_url=target.grpc_target, host_header=target.host_header,
+                           grpc_url=target.grpc_url, host_header=target.host_header,
                            timeout=60, retries=2)
 
 
@@ -127,7 +127,7 @@ def test_bad_input_is_a_400_that_names_the_problem(target: Target) -> None:
         inputs=[pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[1])],
         raw_input_contents=[len(bogus).to_bytes(4, "little") + bogus])
     options = [("grpc.default_authority", target.host_header)] if target.host_header else []
-    with grpc.insecure_channel(target.grpc_target, options=options) as channel, \
+    with grpc.insecure_channel(target.grpc_url, options=options) as channel, \
             pytest.raises(grpc.RpcError) as err:
         pbg.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

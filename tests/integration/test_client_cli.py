@@ -19,7 +19,7 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from predictor.decode import ImageLimits, decode_image
 from predictor.detections import LabelMap, RawDetections, select
 from predictor.engine import Engine
 from predictor.protocol.options import parse_options
-from tests.integration.clients import CONTENT_TYPES, OUTPUT_NAMES, Senders, Tensors
+from tests.support.clients import CONTENT_TYPES, OUTPUT_NAMES, Senders, Tensors
 
 pytestmark = pytest.mark.integration
 

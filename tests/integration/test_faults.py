@@ -34,7 +34,7 @@ from predictor.engine import Engine, OutOfMemory
 from predictor.errors import InternalError, InvalidInput, ServiceError
 from predictor.model import DetectionModel
 from predictor.protocol.v1 import parse_v1
-from tests.conftest import Server
+from tests.support.servers import Server
 
 pytestmark = pytest.mark.integration
 

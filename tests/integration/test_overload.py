@@ -30,7 +30,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from PIL import Image, ImageDraw
 
-from tests.conftest import Server, start_server
+from tests.support.servers import Server, start_server
 
 pytestmark = pytest.mark.integration
 

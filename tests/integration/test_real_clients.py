@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.integration.clients import Senders
+from tests.support.clients import Senders
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ def test_the_pooled_connection_survives_a_server_error(unused_port: int) -> None
 
 @pytest.fixture
 def unused_port() -> int:
-    from tests.conftest import free_port
+    from tests.support.servers import free_port
 
     return free_port()
 

@@ -23,7 +23,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from PIL import Image
 
-from tests.conftest import start_server
+from tests.support.servers import start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

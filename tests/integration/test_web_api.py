@@ -24,8 +24,8 @@ from PIL import Image
 
 from client import DetectionClient, ImageResult, bench
 from client.bench import metric_totals
-from tests.conftest import DEMO_MODEL_DIR, Server, start_server
-from tests.web_app import WebApp, shapes_png, start_web, wait_for
+from tests.support.servers import DEMO_MODEL_DIR, Server, start_server
+from tests.support.web_app import WebApp, shapes_png, start_web, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def web(inference: Server, logs: Path) -> Iterator[WebApp]:
 def post(app: WebApp, pictures: list[tuple[str, bytes]], timeout: float = 60,
          **fields: str) -> httpx.Response:
     files = [("file", (name, data, "image/png")) for name, data in pictures]
-    return httpx.post(f"{app.url}/api/detect", files=files, data=fields, timeout=timeout)
+    return httpx.post(f"{app.http_url}/api/detect", files=files, data=fields, timeout=timeout)
 
 
 def direct(server: Server, pictures: list[bytes], **options: Any) -> list[ImageResult]:
@@ -82,7 +82,7 @@ def metrics_of(url: str) -> str:
 
 
 def web_metric(app: WebApp, sample: str) -> float:
-    for line in metrics_of(app.url).splitlines():
+    for line in metrics_of(app.http_url).splitlines():
         if line.startswith(sample + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{sample} not in the web backend's /metrics")
@@ -156,7 +156,7 @@ def test_the_benchmark_measures_the_extra_hop(web: WebApp, inference: Server, tm
     picture.write_bytes(shapes_png(20))
     out = tmp_path / "hop.json"
     status = bench.main(["--url", inference.http_url, "--protocols", "v2bin,web",
-                         "--web-url", web.url, "--clients", "1", "--requests", "6",
+                         "--web-url", web.http_url, "--clients", "1", "--requests", "6",
                          "--warmup", "0", "--images", str(picture), "--out", str(out)])
     assert status == 0
     direct, through_web = json.loads(out.read_text())["cells"]
@@ -262,7 +262,7 @@ def test_an_overloaded_service_is_retried_then_answered(
         assert web_metric(patient, "detector_web_inference_retries_total") >= 1
         assert served.json()["timing"]["inference_ms"] >= 500  # it waited as it was told
         for app in (patient, impatient):
-            assert httpx.get(f"{app.url}/healthz", timeout=5).status_code == 200
+            assert httpx.get(f"{app.http_url}/healthz", timeout=5).status_code == 200
     finally:
         patient.stop()
         impatient.stop()
@@ -281,9 +281,9 @@ def test_a_service_that_hangs_gives_504_and_the_app_stays_live(
                                      "try again, or a smaller picture"}
         assert time.monotonic() - started < 10
         # Liveness never waits on the service; the state shows what happened.
-        health = httpx.get(f"{app.url}/healthz", timeout=1)
+        health = httpx.get(f"{app.http_url}/healthz", timeout=1)
         assert health.status_code == 200
-        wait_for(lambda: httpx.get(f"{app.url}/healthz", timeout=1).json()
+        wait_for(lambda: httpx.get(f"{app.http_url}/healthz", timeout=1).json()
                  ["inference_service"]["state"] == "unreachable", 15, "state unreachable")
     finally:
         os.kill(inference.proc.pid, signal.SIGCONT)
@@ -298,7 +298,7 @@ def test_service_stopped_mid_run_gives_503_json_and_the_app_stays_healthy(
         web: WebApp, inference: Server) -> None:
     """Runs last: stops the module's inference server."""
     assert post(web, [("a.png", shapes_png(19))]).status_code == 200
-    wait_for(lambda: httpx.get(f"{web.url}/healthz", timeout=2).json()
+    wait_for(lambda: httpx.get(f"{web.http_url}/healthz", timeout=2).json()
              ["inference_service"]["state"] == "ready", 15, "state ready")
     assert inference.stop() == 0
 
@@ -311,12 +311,12 @@ def test_service_stopped_mid_run_gives_503_json_and_the_app_stays_healthy(
     assert "Traceback" not in r.text
     assert r.headers["retry-after"]
 
-    health = httpx.get(f"{web.url}/healthz", timeout=2)
+    health = httpx.get(f"{web.http_url}/healthz", timeout=2)
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
     assert health.json()["inference_service"]["state"] == "unreachable"
     assert web.alive()
-    page = httpx.get(f"{web.url}/", timeout=2)
+    page = httpx.get(f"{web.http_url}/", timeout=2)
     assert page.status_code == 200
     assert web_metric(web, 'detector_web_inference_errors_total{kind="unreachable"}') >= 1
     assert web_metric(web, 'detector_web_inference_service_state{state="unreachable"}') == 1

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.conftest import REPO, save_random_model, start_server
+from tests.support.servers import REPO, save_random_model, start_server
 
 pytestmark = pytest.mark.integration
 

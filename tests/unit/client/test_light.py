@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HEAVY = ("torch", "torchvision", "kserve", "predictor")
 CLIENT_DEPS = ("httpx", "grpcio", "protobuf", "numpy", "pillow", "tqdm")
 

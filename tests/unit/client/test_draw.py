@@ -13,7 +13,7 @@ from PIL import Image
 from client import Detection
 from client.draw import color_for, draw_detections, open_oriented, text_color
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_colours_are_fixed_per_label_across_processes() -> None:

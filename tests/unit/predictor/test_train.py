@@ -14,7 +14,7 @@ from torchvision.models import detection
 from client.evaluate import run as evaluate_run
 from predictor import synthetic, train
 
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "predictor" / "demo_model"
+DEMO_MODEL = Path(__file__).resolve().parents[3] / "predictor" / "demo_model"
 
 
 def rebuild(model_dir: Path) -> torch.nn.Module:

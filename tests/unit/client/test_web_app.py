@@ -21,7 +21,7 @@ from PIL import Image
 from client import ClientConfig
 from client.web import WebSettings, create_app
 from client.web.app import SECURITY_HEADERS
-from tests.asgi import serve
+from tests.support.asgi import serve
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

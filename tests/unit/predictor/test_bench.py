@@ -15,7 +15,7 @@ import pytest
 from client import bench
 from client.bench import CellResult, Target
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 # ---- statistics -------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def test_generated_images_are_jpegs_of_the_requested_size() -> None:
 
 
 def test_run_cell_counts_failures_when_nothing_listens() -> None:
-    from tests.conftest import free_port
+    from tests.support.servers import free_port
 
     port = free_port()
     target = Target(url=f"http://127.0.0.1:{port}", grpc_target=f"127.0.0.1:{port}",
@@ -204,7 +204,7 @@ def test_run_cell_counts_failures_when_nothing_listens() -> None:
 def test_cli_bench_against_a_dead_url_exits_unreachable(capsys: pytest.CaptureFixture[str]
                                                        ) -> None:
     from client.cli import main
-    from tests.conftest import free_port
+    from tests.support.servers import free_port
 
     status = main(["bench", "--url", f"http://127.0.0.1:{free_port()}", "--requests", "1"])
     assert status == 3

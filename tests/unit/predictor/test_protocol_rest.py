@@ -20,7 +20,7 @@ from predictor.protocol.rest import (
     parse_v2_body,
 )
 from predictor.protocol.v2 import answer
-from tests.unit.test_protocol_answers import dets
+from tests.support.answers import dets
 
 # Bytes no UTF-8 round trip survives: KServe's own decoder corrupts these.
 IMAGE_A = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x80\x81\xfe\xff\xc0"

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from client.cli import main
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 
 class FakeV1(BaseHTTPRequestHandler):

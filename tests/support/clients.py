@@ -118,9 +118,9 @@ def _grpc_params(params: dict[str, Any], floats_ok: bool) -> dict[str, Any]:
 class Senders:
     """Every client, bound to one running server; ``close()`` when done."""
 
-    def __init__(self, http_url: str, grpc_target: str) -> None:
+    def __init__(self, http_url: str, grpc_url: str) -> None:
         self.http_url = http_url
-        self.grpc_target = grpc_target
+        self.grpc_url = grpc_url
         self.http = httpx.Client(base_url=http_url, timeout=120)  # one pooled connection
         self._triton_grpc: subprocess.Popen[str] | None = None
 
@@ -260,7 +260,7 @@ class Senders:
         from kserve import InferenceGRPCClient
 
         async def go() -> Any:
-            client = InferenceGRPCClient(self.grpc_target, timeout=120)
+            client = InferenceGRPCClient(self.grpc_url, timeout=120)
             try:
                 return await client.infer(self._kserve_request(
                     images, _grpc_params(params, floats_ok=False), uint8, outputs))
@@ -298,7 +298,7 @@ class Senders:
         """``tritonclient.grpc`` in its worker process (floats go as double_param)."""
         if self._triton_grpc is None:
             self._triton_grpc = subprocess.Popen(
-                [sys.executable, "-c", _TRITON_GRPC_WORKER, self.grpc_target],
+                [sys.executable, "-c", _TRITON_GRPC_WORKER, self.grpc_url],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         job = {"images": [base64.b64encode(b).decode() for b in images], "uint8": uint8,
                "params": _grpc_params(params, floats_ok=True), "outputs": outputs}

@@ -13,7 +13,7 @@ from client._config import ClientConfig
 from client.web import WebSettings
 from client.web.__main__ import build_parser, main, settings_from_args
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def settings(*argv: str) -> WebSettings:

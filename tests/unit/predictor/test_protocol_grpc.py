@@ -12,7 +12,7 @@ from predictor.protocol import OutputRequest, RequestError, V2Call
 from predictor.protocol.grpc_v2 import encode_infer_response, parse_infer_request
 from predictor.protocol.grpc_v2 import parameters as to_python
 from predictor.protocol.v2 import answer
-from tests.unit.test_protocol_answers import dets
+from tests.support.answers import dets
 
 
 def varint(value: int) -> bytes:

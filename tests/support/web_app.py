@@ -24,7 +24,7 @@ class WebApp:
     """A running web backend."""
 
     proc: subprocess.Popen[bytes]
-    url: str
+    http_url: str
     log_path: Path
 
     def log(self) -> str:
@@ -68,7 +68,7 @@ def start_web(inference_url: str, log_dir: Path, *args: str,
         if proc.poll() is not None:
             raise RuntimeError(f"client.web exited with {proc.returncode}:\n{app.log()}")
         try:
-            if httpx.get(f"{app.url}/healthz", timeout=2).status_code == 200:
+            if httpx.get(f"{app.http_url}/healthz", timeout=2).status_code == 200:
                 return app
         except httpx.HTTPError:
             pass

@@ -8,7 +8,7 @@ from importlib.metadata import version
 import tomllib
 
 from predictor import kserve_compat
-from tests.conftest import REPO
+from tests.support.servers import REPO
 
 
 def test_written_for_the_pinned_and_installed_kserve() -> None:

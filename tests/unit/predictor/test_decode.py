@@ -17,7 +17,7 @@ from predictor.decode import (
     check_size,
     decode_image,
 )
-from tests.pngs import png_header_only
+from tests.support.pngs import png_header_only
 
 LIMITS = ImageLimits()
 JPEG_TOLERANCE = 12  # flat colour blocks survive quality-95 JPEG within a few levels

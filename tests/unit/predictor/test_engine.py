@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from predictor.config import ModelConfig
 from predictor.engine import Engine, OutOfMemory, pick_device
-from tests.conftest import TEST_ARCH, TEST_LABELS
+from tests.support.servers import TEST_ARCH, TEST_LABELS
 
 
 class ScriptedDetector(torch.nn.Module):

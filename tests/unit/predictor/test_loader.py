@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from predictor.config import DEMO_MODEL_DIR, ModelConfig
 from predictor.loader import LoadError, detection_architectures, load_model, resolve_model_dir
-from tests.conftest import TEST_ARCH, TEST_LABELS
+from tests.support.servers import TEST_ARCH, TEST_LABELS
 
 NUM_CLASSES = len(TEST_LABELS)
 
