@@ -74,8 +74,9 @@ def enable_fusion() -> None:
     global _fusion_on
     with _fusion_lock:
         if not _fusion_on:
-            torch.jit.enable_onednn_fusion(True)
-            torch.jit.set_fusion_strategy([("STATIC", MAX_SHAPES)])
+            with _quiet():
+                torch.jit.enable_onednn_fusion(True)
+                torch.jit.set_fusion_strategy([("STATIC", MAX_SHAPES)])
             _fusion_on = True
 
 
@@ -214,15 +215,16 @@ def _quiet() -> Iterator[None]:
     compiler at run time, which the runtime image does not have.
     """
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", UserWarning)
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.simplefilter("ignore", category)
         yield
 
 
 def _trace(part: nn.Module, example: Any) -> torch.jit.ScriptModule:
     with torch.no_grad(), _quiet():
         arg = (example,) if isinstance(example, list) else example
-        traced = torch.jit.trace(part, arg, strict=False, check_trace=False)
+        traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+            part, arg, strict=False, check_trace=False)
         frozen: torch.jit.ScriptModule = torch.jit.freeze(traced.eval())
     return frozen
 
@@ -268,7 +270,7 @@ def _build_part(name: str, part: nn.Module, example: Any, tag: str,
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             try:
                 with _quiet():
-                    torch.jit.save(traced, str(tmp))  # type: ignore[no-untyped-call]
+                    torch.jit.save(traced, str(tmp))
                 tmp.replace(path)
             except OSError as exc:
                 log.warning("cannot cache %s (%s)", path, exc)
