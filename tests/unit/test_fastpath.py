@@ -99,7 +99,7 @@ def test_engine_logs_what_the_cpu_path_did(tmp_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="predictor.engine"):
         _engine(tmp_path, accel=True)
-    assert any("CPU path: oneDNN-fused backbone, head" in r.getMessage()
+    assert any("CPU path: oneDNN-fused backbone, head; resize before normalise" in r.getMessage()
                for r in caplog.records)
 
 
