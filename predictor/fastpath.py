@@ -24,6 +24,7 @@ weights), so a restart skips the trace.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import os
@@ -97,6 +98,26 @@ def _shape_key(x: Any) -> Key:
     return tuple(tuple(t.shape) for t in tensors)
 
 
+def _channels_last(x: Any) -> Any:
+    """4-D tensors (alone or in a list) in channels_last, the layout oneDNN runs fastest."""
+    if isinstance(x, list | tuple):
+        return [_channels_last(t) for t in x]
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _standard(x: Any) -> Any:
+    """Outputs back in the standard layout, as the eager code after the part expects."""
+    if isinstance(x, torch.Tensor):
+        return x.contiguous()
+    if isinstance(x, dict):
+        return {k: _standard(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(_standard(v) for v in x)
+    return x
+
+
 def _concat(outputs: Sequence[Any]) -> Any:
     """Joins per-image outputs along the batch: a tensor, a list/tuple or a dict of them."""
     first = outputs[0]
@@ -129,11 +150,14 @@ class PerImage(nn.Module):
         self._eager_shapes: set[Key] = set()
         self._lock = threading.Lock()
 
+    def _traced(self, one: Any) -> Any:
+        return _standard(self.traced(_channels_last(one)))
+
     def _first_time(self, one: Any, key: Key) -> Any:
         """Runs a new shape both ways and decides which way it goes from now on."""
         want = self.eager(one)
         try:
-            got = self.traced(one)
+            got = self._traced(one)
             error = _max_error(want, got)
         except Exception as exc:  # a shape the trace cannot take
             error, why = float("inf"), f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -158,7 +182,7 @@ class PerImage(nn.Module):
             one = _slice(x, i)
             key = _shape_key(one)
             if key in self._traced_shapes:
-                outputs.append(self.traced(one))
+                outputs.append(self._traced(one))
             elif key in self._eager_shapes:
                 outputs.append(self.eager(one))
             else:
@@ -287,6 +311,7 @@ def _build_part(name: str, part: nn.Module, example: Any, tag: str,
     if cache_dir is not None:
         key = hashlib.sha256("|".join([
             torch.__version__, tag, name, type(part).__qualname__, str(_shape_key(one)),
+            "channels_last",
             _weights_digest(part)]).encode()).hexdigest()[:32]
         path = cache_dir / f"{name}-{key}.pt"
     traced: torch.jit.ScriptModule | None = None
@@ -299,7 +324,9 @@ def _build_part(name: str, part: nn.Module, example: Any, tag: str,
         except Exception as exc:  # a truncated or stale file: trace again
             log.warning("cached %s unreadable (%s): tracing again", path, exc)
     if traced is None:
-        traced = _trace(part, one)
+        # A copy: the eager part keeps its layout for the shapes that run eager.
+        layout = copy.deepcopy(part).to(memory_format=torch.channels_last)
+        traced = _trace(layout, _channels_last(one))
         if path is not None:
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             try:
@@ -312,7 +339,7 @@ def _build_part(name: str, part: nn.Module, example: Any, tag: str,
         want = part(one)
         got = None
         for _ in range(PROFILING_RUNS):  # profiling, then the fused graph
-            got = traced(one)
+            got = _standard(traced(_channels_last(one)))
     error = _max_error(want, got)
     if error > TOLERANCE:
         report.eager[name] = f"traced outputs differ from eager by {error:.2g} (relative)"
