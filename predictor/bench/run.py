@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -43,6 +44,8 @@ from client.bench import CellResult, Target, metric_totals, run_cell
 from . import raw as rawloop
 from . import servers
 from .report import (
+    GOAL_CLIENTS,
+    GOAL_PROTOCOL,
     PROFILE_METRICS,
     RawResult,
     build_rows,
@@ -50,6 +53,7 @@ from .report import (
     goals,
     stage_profile,
 )
+from .rounds import Series, median_ratios, replace_by_median
 
 log = logging.getLogger("predictor.bench")
 
@@ -122,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per cell")
     r.add_argument("--raw-duration", type=float, default=5.0,
                    help="seconds per raw batch size")
+    r.add_argument("--rounds", type=int, default=2,
+                   help="extra interleaved rounds of the headline comparison (raw, plain and "
+                        "ours at 8 clients); the table shows the median round (default 2)")
     r.add_argument("--images", type=int, default=16, help="distinct pictures (default 16)")
     r.add_argument("--image-size", type=_size, default=(640, 480),
                    help="WxH (default 640x480)")
@@ -188,11 +195,12 @@ def _cells(target: Target, system: str, protocols: Sequence[str], clients: Seque
     return out
 
 
-def _plan_line(log_text: str) -> str:
-    """The server's start-up line naming its workers and threads, and why."""
-    for line in log_text.splitlines():
-        if "inference worker(s) x" in line:
-            return line.split("INFO", 1)[-1].split("]", 1)[-1].strip()
+def _plan_line(log_dir: Path) -> str:
+    """Our server's start-up line naming its workers and threads, and why."""
+    for path in sorted(log_dir.glob("predictor-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if "inference worker(s) x" in line:
+                return line.split("INFO", 1)[-1].split("]", 1)[-1].strip()
     return ""
 
 
@@ -232,8 +240,12 @@ def _run(args: argparse.Namespace) -> int:
     raw_sizes = sorted(set(batch_sizes) | set(server_batch.values()))
     raw_threads: list[int | None] = [None] if default_threads == 1 else [None, 1]
     ready_s: dict[str, float] = {}
+    # The headline: what the goals compare, measured again in interleaved rounds.
+    head_clients = GOAL_CLIENTS if GOAL_CLIENTS in clients else max(clients)
+    head_batch = server_batch[head_clients]
+    head_protocol = GOAL_PROTOCOL if GOAL_PROTOCOL in args.protocols else args.protocols[0]
 
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, contextlib.ExitStack() as stack:
         log_dir = Path(args.log_dir) if args.log_dir else Path(tmp) / "logs"
         choice = rawloop.choose_model(Path(tmp), args.weights, args.architecture,
                                       args.num_classes, args.model_dir)
@@ -246,45 +258,82 @@ def _run(args: argparse.Namespace) -> int:
         ours: list[tuple[int, CellResult]] = []
         profiles: list[dict[str, Any]] = []
         plan_line = ""
+        series = Series()
+        plain_target: Target | None = None
+        ours_target: Target | None = None
+
+        def start(name: str, module: str, flags: list[str]) -> servers.ServerProcess:
+            begin = time.monotonic()
+            server = servers.start(module, flags, log_dir, env=env)
+            ready_s[name] = round(time.monotonic() - begin, 1)
+            return server
+
+        def target_of(server: servers.ServerProcess) -> Target:
+            return Target(url=server.url, grpc_target=server.grpc_target)
+
+        def measure_raw(sizes: Sequence[int]) -> list[RawResult]:
+            found = rawloop.measure(choice.model_dir, images, sizes, device=device,
+                                    fp16=args.fp16, duration=args.raw_duration,
+                                    threads=raw_threads)
+            if device == "cuda":
+                torch.cuda.empty_cache()  # the model is gone; leave the servers the memory
+            return found
 
         if "raw" in args.systems:
             log.info("raw loop: batch sizes %s at %d (torch's default) and 1 thread(s), "
                      "%.0f s each", raw_sizes, default_threads, args.raw_duration)
-            raw = rawloop.measure(choice.model_dir, images, raw_sizes, device=device,
-                                  fp16=args.fp16, duration=args.raw_duration,
-                                  threads=raw_threads)
-            if device == "cuda":
-                torch.cuda.empty_cache()  # the model is gone; leave the servers the memory
+            raw = measure_raw(raw_sizes)
         if "plain" in args.systems:
             log.info("plain KServe predictor: starting")
-            begin = time.monotonic()
-            server = servers.start("predictor.bench.plain",
-                                   ["--model_dir", str(choice.model_dir), *cuda], log_dir,
-                                   env=env)
-            ready_s["plain"] = round(time.monotonic() - begin, 1)
-            try:
-                target = Target(url=server.url, grpc_target=server.grpc_target)
-                plain = _cells(target, "plain", ["v1"], clients, images, args, 1)
-            finally:
-                server.stop()
+            server = start("plain", "predictor.bench.plain",
+                           ["--model_dir", str(choice.model_dir), *cuda])
+            stack.callback(server.stop)  # kept for the rounds
+            plain_target = target_of(server)
+            plain = _cells(plain_target, "plain", ["v1"], clients, images, args, 1)
         if "ours" in args.systems:
             for batch in sorted(set(server_batch.values())):
                 group = [n for n in clients if server_batch[n] == batch]
                 log.info("our predictor, --max_batch_size %d: starting", batch)
                 flags = ["--model_dir", str(choice.model_dir), *cuda, "--max_batch_size",
                          str(batch), "--warmup_batch_sizes", f"1,{batch}", *args.server_arg]
-                begin = time.monotonic()
-                server = servers.start("predictor", flags, log_dir, env=env)
-                ready_s[f"ours, max batch {batch}"] = round(time.monotonic() - begin, 1)
-                plan_line = _plan_line(server.log_tail(100_000))
-                try:
-                    target = Target(url=server.url, grpc_target=server.grpc_target)
-                    ours += [(batch, c) for c in _cells(target, "ours", args.protocols, group,
-                                                         images, args, batch, profiles)]
-                finally:
-                    server.stop()
+                server = start(f"ours, max batch {batch}", "predictor", flags)
+                stack.callback(server.stop)
+                target = target_of(server)
+                plan_line = plan_line or _plan_line(log_dir)
+                ours += [(batch, c) for c in _cells(target, "ours", args.protocols, group,
+                                                     images, args, batch, profiles)]
+                if batch == head_batch:
+                    ours_target = target  # kept for the rounds
+                else:
+                    server.stop()  # leave the machine to the others
+
+        def pick(cells: Sequence[CellResult], protocol: str) -> CellResult | None:
+            return next((c for c in cells if c.clients == head_clients
+                         and c.protocol == protocol), None)
+
+        series.add([r for r in raw if r.batch == head_batch], pick(plain, "v1"),
+                   pick([c for _, c in ours], head_protocol))
+        for k in range(args.rounds):
+            log.info("headline round %d of %d: raw batch %d, plain and ours at %d clients",
+                     k + 2, args.rounds + 1, head_batch, head_clients)
+            again_raw = measure_raw([head_batch]) if raw else []
+            again_plain = (asyncio.run(run_cell(plain_target, "v1", head_clients, images,
+                                                duration=args.duration, warmup=args.warmup))
+                           if plain_target else None)
+            again_ours = None
+            if ours_target is not None:
+                again_ours = _cells(ours_target, "ours", [head_protocol], [head_clients],
+                                    images, args, head_batch, profiles)[0]
+            series.add(again_raw, again_plain, again_ours)
+        replace_by_median(raw, plain, ours, series, head_batch, head_clients, head_protocol)
+        stack.close()
 
         rows = build_rows(raw, plain, ours, _threads_of(plan_line))
+        paired = median_ratios(series)
+        for row in rows:
+            if (row["system"] == "ours" and row.get("clients") == head_clients
+                    and row["protocol"] == head_protocol):
+                row.update(paired)  # the median of the per-round ratios
         checked = goals(rows, raw)
         first = raw[0] if raw else None
         meta = {
@@ -301,6 +350,8 @@ def _run(args: argparse.Namespace) -> int:
             "duration_s": args.duration, "warmup_s": args.warmup, "clients": clients,
             "protocols": args.protocols, "server_batch": server_batch,
             "server_args": args.server_arg, "server_env": env,
+            "headline": {"clients": head_clients, "batch": head_batch,
+                         "protocol": head_protocol, "rounds": len(series.ours) or None},
             "total_seconds": round(time.monotonic() - started, 1),
         }
         print(format_report(meta, rows, checked, profiles))
@@ -308,7 +359,8 @@ def _run(args: argparse.Namespace) -> int:
             doc = {"meta": meta, "raw": [r.to_dict() for r in raw],
                    "plain": [c.to_dict() for c in plain],
                    "ours": [{"max_batch_size": b, **c.to_dict()} for b, c in ours],
-                   "rows": rows, "profiles": profiles, "goals": checked}
+                   "rows": rows, "rounds": series.to_dict(), "profiles": profiles,
+                   "goals": checked}
             Path(args.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
             log.info("wrote %s", args.out)
         log.info("done in %.0f s", time.monotonic() - started)
