@@ -143,11 +143,12 @@ def plan(budget: CpuBudget, *, cuda: bool, workers: int | None, threads: int | N
     why = [f"{cpus} CPUs ({budget.reason})"]
     if cuda:
         auto_workers, auto_threads = 1, cpus
-        why.append("CUDA: one worker feeds the GPU")
+        why.append("on CUDA one worker feeds the GPU")
     else:
         auto_workers = min(cpus, MAX_CPU_WORKERS)
         auto_threads = max(1, cpus // auto_workers)
-        why.append(f"CPU: {auto_workers} worker(s) x {auto_threads} thread(s)")
+        why.append(f"on a CPU one single-thread worker per CPU, at most {MAX_CPU_WORKERS} "
+                   f"(then more threads each)")
     final_workers = workers if workers is not None else auto_workers
     if threads is None:
         final_threads = auto_threads if workers is None else max(1, cpus // final_workers)

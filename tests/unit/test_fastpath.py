@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -211,3 +212,52 @@ def test_outputs_are_joined_back_into_a_batch() -> None:
     assert joined["y"][0].shape == (2, 3)
     with pytest.raises(TypeError, match="cannot join"):
         fastpath._concat([object(), object()])
+
+
+def _small_kwargs(arch: str) -> dict[str, Any]:
+    """Small pictures and few proposals: the same layers, a fraction of the work."""
+    if arch.startswith("ssd"):
+        return {}  # fixed input sizes (300 and 320)
+    kwargs: dict[str, Any] = {"min_size": 96, "max_size": 160}
+    if "rcnn" in arch:
+        kwargs.update(rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=10)
+    return kwargs
+
+
+# One of each kind of backbone and head in the default run (SSDlite is the demo, above);
+# DETECTOR_ALL_ARCHS=1 runs all twelve (about 4 minutes on 2 cores).
+QUICK_ARCHS = {"fasterrcnn_mobilenet_v3_large_320_fpn", "fcos_resnet50_fpn",
+               "keypointrcnn_resnet50_fpn"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(
+    torchvision.models.list_models(module=torchvision.models.detection)))
+def test_every_torchvision_detector_takes_the_fused_path(arch: str) -> None:
+    if arch not in QUICK_ARCHS and os.environ.get("DETECTOR_ALL_ARCHS") != "1":
+        pytest.skip("set DETECTOR_ALL_ARCHS=1 to check every architecture (about 4 minutes)")
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, weights=None, weights_backbone=None,
+                                         num_classes=3, **_small_kwargs(arch)).eval()
+    fuse_conv_bn(model)
+    report = fastpath.accelerate(model, arch, [torch.rand(3, 90, 120)], None)
+    expected = ["backbone", "head"] if hasattr(model, "head") else ["backbone"]
+    assert report.fused == expected, report.summary()
+    assert report.resize_first
+    assert report.eager == {}
+    # Another aspect ratio: a new shape, checked against eager on its first image.
+    images = [torch.rand(3, 120, 90), torch.rand(3, 90, 120)]
+    with torch.inference_mode():
+        model_input, _ = model.transform(images)
+        part = model.backbone
+        assert isinstance(part, fastpath.PerImage)
+        features = part(model_input.tensors)
+        assert fastpath._max_error(part.eager(model_input.tensors), features) <= 1e-3
+        if "head" in expected:
+            head = model.head
+            assert isinstance(head, fastpath.PerImage)
+            maps = list(features.values())
+            assert fastpath._max_error(head.eager(maps), head(maps)) <= 1e-3
+        out = model(images)
+    detections = out[1] if isinstance(out, tuple) else out
+    assert [set(d) >= {"boxes", "scores", "labels"} for d in detections] == [True, True]
