@@ -2,12 +2,13 @@
 
 A torchvision detector spends most of its CPU time in two tensor-in, tensor-out parts:
 ``backbone`` (every detector) and ``head`` (SSD, SSDlite, RetinaNet, FCOS). Each is
-traced with ``torch.jit.trace``, frozen (weights become constants) and run with oneDNN
-Graph fusion on (``torch.jit.enable_onednn_fusion``), which compiles conv + activation
-+ add chains into single kernels with prepacked weights. Measured on the demo detector
-(2 cores, one thread, interleaved A/B): the backbone and head 2.2-2.4x faster than eager
-with BatchNorm folded; the whole model about 1.8x. No C++ compiler is involved: oneDNN
-generates its kernels itself, so this works in the runtime image.
+traced with ``torch.jit.trace`` from a channels_last copy, frozen (weights become
+constants) and run with oneDNN Graph fusion on (``torch.jit.enable_onednn_fusion``),
+which compiles conv + activation + add chains into single kernels with prepacked
+weights. No C++ compiler is involved: oneDNN generates its kernels itself, so this
+works in the runtime image. Measured on the demo detector (one thread, CPU time per
+640x480 picture, interleaved): the whole model 23 ms against 49 ms eager with BatchNorm
+folded and 56 ms as torchvision builds it.
 
 The rest of the model (resize, anchors, box decoding, NMS) stays eager, as torchvision
 wrote it. The traced parts run one image at a time: a fused graph is specialised to the
@@ -251,14 +252,18 @@ def _weights_digest(part: nn.Module) -> str:
 
 
 def _private_dir(path: Path) -> Path | None:
-    """``path``, created 0700; None (no cache) when someone else could write into it."""
+    """``path``, created 0700; None (no cache) when someone else could write into it.
+
+    A folder owned by root and written at image build time is trusted too (read-only
+    to the server): root can change the server's code anyway.
+    """
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = path.stat()
     except OSError as exc:
         log.warning("cache dir %s unusable (%s): tracing without a cache", path, exc)
         return None
-    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if info.st_uid not in (os.getuid(), 0) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         # A cached part is TorchScript, which runs code from the file: only trust our own.
         log.warning("cache dir %s is not private to this user: tracing without a cache", path)
         return None
