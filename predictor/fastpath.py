@@ -374,7 +374,11 @@ def accelerate(model: nn.Module, tag: str, sample: list[torch.Tensor],
     if not inputs:
         report.eager["model"] = "no backbone or head to trace"
         return report
-    enable_fusion()
+    try:
+        enable_fusion()
+    except Exception as exc:  # a torch without TorchScript's oneDNN fuser
+        report.eager["model"] = f"no oneDNN Graph fusion in this torch ({exc})"
+        return report
     why = _resize_first(model, sample)
     if why is None:
         report.resize_first = True
