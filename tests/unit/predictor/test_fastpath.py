@@ -16,7 +16,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from client.evaluate import box_iou, evaluate_detections, load_coco
+from client.evaluate import evaluate_detections, load_coco
 from predictor import fastpath
 from predictor.config import DEMO_MODEL_DIR, ModelConfig
 from predictor.detections import RawDetections
@@ -56,7 +56,8 @@ def _detect(engine: Engine, pictures: list[np.ndarray]) -> list[RawDetections]:
 def _unmatched(a: RawDetections, b: RawDetections) -> list[str]:
     """Detections of ``a`` clear of the cut that ``b`` lacks (same label, IoU, score)."""
     problems = []
-    iou = box_iou(a.boxes, b.boxes) if len(a.boxes) and len(b.boxes) else None
+    iou = (torchvision.ops.box_iou(torch.from_numpy(a.boxes), torch.from_numpy(b.boxes)).numpy()
+           if len(a.boxes) and len(b.boxes) else None)
     for i in range(len(a.scores)):
         if a.scores[i] < MIN_SCORE + MARGIN:
             continue
