@@ -193,7 +193,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="a request still queued after this gets 504 (0: no limit)")
     batching.add_argument("--inference_workers", type=_auto_or_positive, default=None,
                           help="batches run at the same time; auto: on a CPU one per CPU the "
-                               "server may use (up to 4), on CUDA one")
+                               "server may use (up to 4; with --torch_threads N, the CPUs / N), "
+                               "on CUDA one")
     batching.add_argument("--group_by_aspect_ratio", action="store_true",
                           help="batch images of similar aspect ratio together (the R-CNN "
                                "family pads a batch to its largest height and width)")

@@ -149,11 +149,17 @@ def plan(budget: CpuBudget, *, cuda: bool, workers: int | None, threads: int | N
         auto_threads = max(1, cpus // auto_workers)
         why.append(f"on a CPU one single-thread worker per CPU, at most {MAX_CPU_WORKERS} "
                    f"(then more threads each)")
-    final_workers = workers if workers is not None else auto_workers
-    if threads is None:
-        final_threads = auto_threads if workers is None else max(1, cpus // final_workers)
-    else:
+    # A value given alone takes its share of the CPUs; the other fills the rest.
+    if workers is None and threads is None:
+        final_workers, final_threads = auto_workers, auto_threads
+    elif threads is None:
+        assert workers is not None
+        final_workers, final_threads = workers, max(1, cpus // workers)
+    elif workers is None:
+        final_workers = 1 if cuda else max(1, min(MAX_CPU_WORKERS, cpus // threads))
         final_threads = threads
+    else:
+        final_workers, final_threads = workers, threads
     if workers is not None or threads is not None:
         why.append("as given: " + ", ".join(
             f"{name} {value}" for name, value in

@@ -108,7 +108,9 @@ def test_values_given_by_the_user_are_kept() -> None:
     assert (plan.workers, plan.threads) == (1, 8)  # threads share the CPUs among the workers
     assert "--inference_workers 1" in plan.reason
     plan = cpus.plan(budget, cuda=False, workers=None, threads=3)
-    assert (plan.workers, plan.threads) == (4, 3)
+    assert (plan.workers, plan.threads) == (2, 3)  # workers share the CPUs among the threads
+    plan = cpus.plan(cpus.CpuBudget(2, "test"), cuda=False, workers=None, threads=2)
+    assert (plan.workers, plan.threads) == (1, 2)
     plan = cpus.plan(budget, cuda=False, workers=2, threads=2)
     assert (plan.workers, plan.threads) == (2, 2)
 
