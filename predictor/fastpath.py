@@ -149,6 +149,7 @@ class PerImage(nn.Module):
         self.eager = eager
         self._traced_shapes: set[Key] = set() if checked is None else {_shape_key(checked)}
         self._eager_shapes: set[Key] = set()
+        self._checking = 0  # new shapes being checked right now
         self._lock = threading.Lock()
 
     def _traced(self, one: Any) -> Any:
@@ -156,24 +157,35 @@ class PerImage(nn.Module):
 
     def _first_time(self, one: Any, key: Key) -> Any:
         """Runs a new shape both ways and decides which way it goes from now on."""
-        want = self.eager(one)
-        try:
-            got = self._traced(one)
-            error = _max_error(want, got)
-        except Exception as exc:  # a shape the trace cannot take
-            error, why = float("inf"), f"{type(exc).__name__}: {str(exc)[:200]}"
-        else:
-            why = f"outputs differ from eager by {error:.2g} (relative)"
-        with self._lock:
-            if error <= TOLERANCE and len(self._traced_shapes) < MAX_SHAPES:
-                self._traced_shapes.add(key)
-            else:
+        with self._lock:  # a slot is reserved before the check, so two threads share none
+            full = len(self._traced_shapes) + self._checking >= MAX_SHAPES
+            if full:
                 self._eager_shapes.add(key)
-                if error > TOLERANCE:
-                    log.warning("%s: input shape %s runs eager: %s", self.name, key, why)
+            else:
+                self._checking += 1
+        if full:  # a new specialisation would land on TorchScript's slow path
+            log.info("%s: input shape %s runs eager (%d shapes are fused already)",
+                     self.name, key, MAX_SHAPES)
+            return self.eager(one)
+        error = float("inf")
+        try:
+            want = self.eager(one)
+            try:
+                got = self._traced(one)
+                error = _max_error(want, got)
+            except Exception as exc:  # a shape the trace cannot take
+                why = f"{type(exc).__name__}: {str(exc)[:200]}"
+            else:
+                why = f"outputs differ from eager by {error:.2g} (relative)"
+        finally:
+            with self._lock:
+                self._checking -= 1
+                if error <= TOLERANCE:
+                    self._traced_shapes.add(key)
                 else:
-                    log.info("%s: input shape %s runs eager (%d shapes are fused already)",
-                             self.name, key, MAX_SHAPES)
+                    self._eager_shapes.add(key)
+        if error > TOLERANCE:
+            log.warning("%s: input shape %s runs eager: %s", self.name, key, why)
         return want
 
     def forward(self, x: Any) -> Any:
