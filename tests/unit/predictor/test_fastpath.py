@@ -226,7 +226,7 @@ def _small_kwargs(arch: str) -> dict[str, Any]:
 
 
 # One of each kind of backbone and head in the default run (SSDlite is the demo, above);
-# DETECTOR_ALL_ARCHS=1 runs all twelve (about 4 minutes on 2 cores).
+# DETECTOR_ALL_ARCHS=1 runs all twelve (one to four minutes on 2 cores).
 QUICK_ARCHS = {"fasterrcnn_mobilenet_v3_large_320_fpn", "fcos_resnet50_fpn",
                "keypointrcnn_resnet50_fpn"}
 
@@ -236,7 +236,8 @@ QUICK_ARCHS = {"fasterrcnn_mobilenet_v3_large_320_fpn", "fcos_resnet50_fpn",
     torchvision.models.list_models(module=torchvision.models.detection)))
 def test_every_torchvision_detector_takes_the_fused_path(arch: str) -> None:
     if arch not in QUICK_ARCHS and os.environ.get("DETECTOR_ALL_ARCHS") != "1":
-        pytest.skip("set DETECTOR_ALL_ARCHS=1 to check every architecture (about 4 minutes)")
+        pytest.skip("set DETECTOR_ALL_ARCHS=1 to check every architecture "
+                    "(one to four minutes on 2 cores)")
     torch.manual_seed(0)
     model = torchvision.models.get_model(arch, weights=None, weights_backbone=None,
                                          num_classes=3, **_small_kwargs(arch)).eval()
