@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from . import cpus
 from .config import ServerConfig, add_arguments, from_args
 
 log = logging.getLogger("predictor")
@@ -63,12 +64,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grace_period", type=int, default=30,
                         help="seconds to finish in-flight requests after SIGTERM")
     args = parser.parse_args(argv)
-    cfg = from_args(args)
+    _configure_logging(args)
+    plan = _cpu_plan(args)
+    cfg = from_args(args, plan.workers, plan.threads)
     # Hostile images make PIL warn (corrupt EXIF, odd palettes); the request gets its
     # answer either way, and the warnings would flood the log. Filtered here, at the
     # edge, because catch_warnings() is not thread-safe in the decode threads.
     warnings.filterwarnings("ignore", module="PIL")
+    log.info("%d inference worker(s) x %d torch thread(s): %s", plan.workers, plan.threads,
+             plan.reason)
     return serve(cfg, args)
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """KServe's log format before the model loads, for this package's loggers too."""
+    from kserve import logging as kserve_logging
+
+    if args.configure_logging:
+        kserve_logging.configure_logging(args.log_config_file)
+    ours = logging.getLogger("predictor")
+    if not ours.handlers and kserve_logging.logger.handlers:
+        for handler in kserve_logging.logger.handlers:
+            ours.addHandler(handler)
+        ours.setLevel(kserve_logging.logger.level)
+        ours.propagate = False
+
+
+def _cpu_plan(args: argparse.Namespace) -> cpus.Plan:
+    """Workers and threads from the CPUs the server has (``auto``) or as given."""
+    import torch
+
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    return cpus.plan(cpus.detect(), cuda=cuda, workers=args.inference_workers,
+                     threads=args.torch_threads)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ class ModelConfig:
     fp16: bool = False
     channels_last: bool = False
     fuse_conv_bn: bool = True
+    cpu_accel: bool = True
+    cache_dir: str = "/tmp/kserve-detector"
     gpu_decode: bool = False
     torch_threads: int | None = None
     score_threshold: float = 0.5
@@ -90,6 +92,17 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0.0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def _auto_or_positive(text: str) -> int | None:
+    """``auto`` (None: derived from the CPUs the server has) or a positive integer."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return _positive_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text}"
+                                         ) from None
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -133,9 +146,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--gpu_decode", action="store_true",
                        help="decode JPEGs with torchvision on the model's device (nvJPEG on "
                             "CUDA); other formats still go through PIL")
-    model.add_argument("--torch_threads", type=_positive_int, default=None,
-                       help="torch intra-op threads (default: torch's choice; on a CPU pod set "
-                            "it to the CPU limit)")
+    model.add_argument("--torch_threads", type=_auto_or_positive, default=None,
+                       help="torch intra-op threads per inference worker; auto: the CPUs the "
+                            "server may use (cgroup quota, affinity) divided among the workers")
+    model.add_argument("--no_cpu_accel", dest="cpu_accel", action="store_false",
+                       help="run the model eager on a CPU (by default its backbone and head are "
+                            "traced, frozen and fused by oneDNN, checked against eager at load)")
+    model.add_argument("--cache_dir", default=ModelConfig.cache_dir,
+                       help="where the CPU path keeps its traced model parts between starts "
+                            "(private to the user; '' for none)")
     model.add_argument("--score_threshold", type=_probability, default=0.5,
                        help="default minimum score of a returned detection")
     model.add_argument("--min_score_threshold", type=_probability, default=0.05,
@@ -172,10 +191,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     batching.add_argument("--request_timeout_ms", type=_non_negative_float,
                           default=BatchingConfig.request_timeout_ms,
                           help="a request still queued after this gets 504 (0: no limit)")
-    batching.add_argument("--inference_workers", type=_positive_int,
-                          default=BatchingConfig.inference_workers,
-                          help="batches run at the same time (on a CPU, several workers with "
-                               "--torch_threads 1 can beat one worker with many threads)")
+    batching.add_argument("--inference_workers", type=_auto_or_positive, default=None,
+                          help="batches run at the same time; auto: on a CPU one per CPU the "
+                               "server may use (up to 4; with --torch_threads N, the CPUs / N), "
+                               "on CUDA one")
     batching.add_argument("--group_by_aspect_ratio", action="store_true",
                           help="batch images of similar aspect ratio together (the R-CNN "
                                "family pads a batch to its largest height and width)")
@@ -184,8 +203,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="threads decoding images in parallel")
 
 
-def from_args(args: argparse.Namespace) -> ServerConfig:
-    """Builds the frozen configuration from parsed flags."""
+def from_args(args: argparse.Namespace, workers: int | None = None,
+              threads: int | None = None) -> ServerConfig:
+    """Builds the frozen configuration from parsed flags.
+
+    ``workers`` and ``threads`` are the resolved values of ``auto`` flags (see
+    ``predictor.cpus``); without them an ``auto`` flag means one worker and torch's own
+    thread count.
+    """
     if args.min_score_threshold > args.score_threshold:
         raise SystemExit(
             f"--min_score_threshold ({args.min_score_threshold}) must not exceed "
@@ -203,7 +228,9 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         channels_last=args.channels_last,
         fuse_conv_bn=args.fuse_conv_bn,
         gpu_decode=args.gpu_decode,
-        torch_threads=args.torch_threads,
+        torch_threads=threads if threads is not None else args.torch_threads,
+        cpu_accel=args.cpu_accel,
+        cache_dir=args.cache_dir,
         score_threshold=args.score_threshold,
         min_score_threshold=args.min_score_threshold,
         max_detections=args.max_detections,
@@ -222,7 +249,7 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         max_queue_size=args.max_queue_size,
         request_timeout_ms=args.request_timeout_ms,
         decode_threads=args.decode_threads,
-        inference_workers=args.inference_workers,
+        inference_workers=workers or args.inference_workers or 1,
         group_by_aspect_ratio=args.group_by_aspect_ratio,
     )
     return ServerConfig(model_name=args.model_name, model=model, limits=limits,

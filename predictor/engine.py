@@ -13,6 +13,7 @@ import torch
 
 from .config import ModelConfig
 from .detections import RawDetections
+from .fastpath import accelerate
 from .fusion import fuse_conv_bn
 from .loader import LoadedModel, load_model
 
@@ -59,6 +60,11 @@ def _from_numpy(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
+def _warmup_image(size: tuple[int, int]) -> np.ndarray:
+    """A fixed noise picture of ``size`` (height, width)."""
+    return np.random.default_rng(0).integers(0, 256, size=(*size, 3), dtype=np.uint8)
+
+
 class Engine:
     """Owns the model and the device.
 
@@ -91,6 +97,11 @@ class Engine:
             log.info("fused %d conv+BatchNorm pairs", fuse_conv_bn(module))
         if self.cfg.channels_last and self.device.type == "cuda":
             module = module.to(memory_format=torch.channels_last)
+        if self.cfg.cpu_accel and self.device.type == "cpu" and not loaded.scripted:
+            start = time.perf_counter()
+            sample = _to_chw_float(_warmup_image((480, 640)), self.device)
+            report = accelerate(module, loaded.architecture, [sample], self.cfg.cache_dir)
+            log.info("CPU path: %s (%.1f s)", report.summary(), time.perf_counter() - start)
         loaded.module = module
         self.loaded = loaded
         log.info("loaded %s from %s on %s (%d classes)", loaded.architecture, loaded.source,
@@ -100,8 +111,7 @@ class Engine:
     def warm_up(self, batch_sizes: Sequence[int], size: tuple[int, int] = (480, 640)) -> float:
         """Runs each batch size once on a synthetic picture; returns the seconds spent."""
         start = time.perf_counter()
-        rng = np.random.default_rng(0)
-        image = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+        image = _warmup_image(size)
         for n in batch_sizes:
             self.run([image] * n)
         return time.perf_counter() - start

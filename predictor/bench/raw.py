@@ -90,24 +90,33 @@ def _percentile_ms(values: Sequence[float], q: float) -> float:
 
 def measure(model_dir: Path, images: Sequence[bytes], batch_sizes: Sequence[int], *,
             device: str = "auto", fp16: bool = False, duration: float = 5.0,
-            min_iterations: int = 2, warmup_calls: int = 3, score_threshold: float = 0.5
-            ) -> list[RawResult]:
-    """Images/s of the bare model at each batch size.
+            min_iterations: int = 2, warmup_calls: int = 3, score_threshold: float = 0.5,
+            threads: Sequence[int | None] = (None,)) -> list[RawResult]:
+    """Images/s of the bare model at each batch size, at each intra-op thread count.
 
+    ``threads``: None is torch's own default. For each batch size the thread counts run
+    one after the other, so a change of load on a shared machine hits them alike.
     ``warmup_calls`` untimed calls at batch 1 come first (they pay for kernel selection
-    and allocations), then one untimed call at each batch size. The loop runs in a
-    worker thread, as the server's inference does, so both get the same kind of malloc
-    arena (glibc may hand freed activations back to the OS after each call and fault
-    them in again: thousands of page faults per image, depending on the arena).
+    and allocations), then one untimed call at each batch size and thread count. The
+    loop runs in a worker thread, as the server's inference does, so both get the same
+    kind of malloc arena (glibc may hand freed activations back to the OS after each
+    call and fault them in again: thousands of page faults per image, depending on the
+    arena).
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw") as pool:
-        return pool.submit(_measure, model_dir, images, batch_sizes, device, fp16, duration,
-                           min_iterations, warmup_calls, score_threshold).result()
+    default = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw") as pool:
+            return pool.submit(_measure, model_dir, images, batch_sizes, device, fp16,
+                               duration, min_iterations, warmup_calls, score_threshold,
+                               [(t or default, t is None) for t in threads]).result()
+    finally:
+        torch.set_num_threads(default)
 
 
 def _measure(model_dir: Path, images: Sequence[bytes], batch_sizes: Sequence[int],
              device: str, fp16: bool, duration: float, min_iterations: int,
-             warmup_calls: int, score_threshold: float) -> list[RawResult]:
+             warmup_calls: int, score_threshold: float, threads: Sequence[tuple[int, bool]]
+             ) -> list[RawResult]:
     from PIL import Image
 
     dev = pick_device(device)
@@ -130,7 +139,8 @@ def _measure(model_dir: Path, images: Sequence[bytes], batch_sizes: Sequence[int
     for _ in range(warmup_calls):
         call(tensors[:1])
     results = []
-    for size in batch_sizes:
+    for size, (count, default) in [(s, t) for s in batch_sizes for t in threads]:
+        torch.set_num_threads(count)
         # Each call takes the next pictures in turn, so every size sees all of them.
         batches = [[tensors[(k * size + i) % len(tensors)] for i in range(size)]
                    for k in range(len(tensors))]
@@ -151,6 +161,8 @@ def _measure(model_dir: Path, images: Sequence[bytes], batch_sizes: Sequence[int
             batch=size, iterations=len(times), seconds=total, img_per_s=seen / total,
             p50_ms=_percentile_ms(times, 50), p95_ms=_percentile_ms(times, 95),
             p99_ms=_percentile_ms(times, 99), detections_per_image=kept / seen,
-            model_detections_per_image=found / seen, cpu=cpu))
-        log.info("raw batch %d: %.1f img/s (%d calls)", size, seen / total, len(times))
+            model_detections_per_image=found / seen, cpu=cpu, threads=count,
+            default_threads=default))
+        log.info("raw batch %d, %d thread(s): %.1f img/s (%d calls)", size, count,
+                 seen / total, len(times))
     return results

@@ -4,6 +4,11 @@ CPU, the defaults (about 3 minutes; the trained demo detector when present)::
 
     python -m predictor.bench --out bench.json
 
+The raw loop runs at torch's default intra-op threads and at one thread, one after the
+other for each batch size; ratios divide by the better of the two. Our server runs
+with its default flags (``--server-arg`` adds some) and is profiled: where a request's
+time goes, from its /metrics.
+
 GPU (random weights; the same table at 1, 8 and 32 clients)::
 
     python -m predictor.bench --architecture fasterrcnn_resnet50_fpn_v2 --device cuda \\
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -33,11 +39,21 @@ from typing import Any
 
 import numpy as np
 
-from client.bench import CellResult, Target, run_cell
+from client.bench import CellResult, Target, metric_totals, run_cell
 
 from . import raw as rawloop
 from . import servers
-from .report import RawResult, build_rows, format_report, goals
+from .report import (
+    GOAL_CLIENTS,
+    GOAL_PROTOCOL,
+    PROFILE_METRICS,
+    RawResult,
+    build_rows,
+    format_report,
+    goals,
+    stage_profile,
+)
+from .rounds import Series, median_ratios, replace_by_median
 
 log = logging.getLogger("predictor.bench")
 
@@ -97,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     r.add_argument("--systems", type=_names(SYSTEMS), default=list(SYSTEMS),
                    help="which of raw, plain, ours to measure (default all)")
-    r.add_argument("--batch-sizes", type=_ints, default=[1, 8, 32],
-                   help="raw loop batch sizes (default 1,8,32)")
+    r.add_argument("--batch-sizes", type=_ints, default=None,
+                   help="raw loop batch sizes (default 1,8 on CPU, 1,8,32 on CUDA)")
     r.add_argument("--clients", type=_ints, default=None,
                    help="concurrent clients (default 1,8 on CPU, 1,8,32 on CUDA)")
     r.add_argument("--protocols", type=_names(("v1", "v2bin", "grpc")),
@@ -110,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per cell")
     r.add_argument("--raw-duration", type=float, default=5.0,
                    help="seconds per raw batch size")
+    r.add_argument("--rounds", type=int, default=2,
+                   help="extra interleaved rounds of the headline comparison (raw, plain and "
+                        "ours at 8 clients); the table shows the median round (default 2)")
     r.add_argument("--images", type=int, default=16, help="distinct pictures (default 16)")
     r.add_argument("--image-size", type=_size, default=(640, 480),
                    help="WxH (default 640x480)")
@@ -118,9 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--server-env", action="append", type=_key_value, default=[],
                    metavar="KEY=VALUE",
                    help="environment for both servers, e.g. MALLOC_ARENA_MAX=2")
-    r.add_argument("--torch-threads", type=int, default=None,
-                   help="torch intra-op threads for the raw loop and both servers (sets "
-                        "OMP_NUM_THREADS for the servers); default: torch's own choice")
     r.add_argument("--log-dir", default=None, help="keep the servers' logs here")
     r.add_argument("--out", default=None, help="write the results as JSON here")
     return p
@@ -147,13 +163,29 @@ def _device(requested: str) -> str:
     return requested
 
 
+def _scrape(target: Target) -> dict[str, float]:
+    import httpx
+
+    try:
+        text = httpx.get(f"{target.url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    return metric_totals(text, PROFILE_METRICS)
+
+
 def _cells(target: Target, system: str, protocols: Sequence[str], clients: Sequence[int],
-           images: list[bytes], args: argparse.Namespace, batch: int) -> list[CellResult]:
+           images: list[bytes], args: argparse.Namespace, batch: int,
+           profiles: list[dict[str, Any]] | None = None) -> list[CellResult]:
     out = []
     for n in clients:
         for protocol in protocols:
+            before = _scrape(target) if profiles is not None else {}
             cell = asyncio.run(run_cell(target, protocol, n, images, duration=args.duration,
                                         warmup=args.warmup))
+            if profiles is not None:
+                stages = stage_profile(before, _scrape(target), cell.mean_ms)
+                if stages is not None:
+                    profiles.append({"protocol": protocol, "clients": n, "stages": stages})
             log.info("%s %s x %d clients (max batch %d): %.1f img/s, p50 %.0f ms, p99 %.0f ms, "
                      "mean batch %s, %d errors", system, protocol, n, batch, cell.img_per_s,
                      cell.p50_ms, cell.p99_ms,
@@ -161,6 +193,23 @@ def _cells(target: Target, system: str, protocols: Sequence[str], clients: Seque
                      cell.errors)
             out.append(cell)
     return out
+
+
+def _plan_line(log_dir: Path) -> str:
+    """Our server's start-up line naming its workers and threads, and why."""
+    for path in sorted(log_dir.glob("predictor-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if "inference worker(s) x" in line:
+                return line.split("INFO", 1)[-1].split("]", 1)[-1].strip()
+    return ""
+
+
+def _threads_of(plan_line: str) -> str | None:
+    """``2 workers x 1`` from the plan line, for the table's threads column."""
+    words = plan_line.split()
+    if len(words) >= 5 and words[1].startswith("inference"):
+        return f"{words[0]}w x {words[4]}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,15 +231,21 @@ def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     device = _device(args.device)
     clients = args.clients or ([1, 8] if device == "cpu" else [1, 8, 32])
+    batch_sizes = args.batch_sizes or ([1, 8] if device == "cpu" else [1, 8, 32])
     w, h = args.image_size
     env = dict(args.server_env)
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-        env["OMP_NUM_THREADS"] = str(args.torch_threads)
-    server_batch = {n: args.max_batch_size or min(n, max(args.batch_sizes)) for n in clients}
-    raw_sizes = sorted(set(args.batch_sizes) | set(server_batch.values()))
+    default_threads = torch.get_num_threads()
+    load_before = os.getloadavg()[0]
+    server_batch = {n: args.max_batch_size or min(n, max(batch_sizes)) for n in clients}
+    raw_sizes = sorted(set(batch_sizes) | set(server_batch.values()))
+    raw_threads: list[int | None] = [None] if default_threads == 1 else [None, 1]
+    ready_s: dict[str, float] = {}
+    # The headline: what the goals compare, measured again in interleaved rounds.
+    head_clients = GOAL_CLIENTS if GOAL_CLIENTS in clients else max(clients)
+    head_batch = server_batch[head_clients]
+    head_protocol = GOAL_PROTOCOL if GOAL_PROTOCOL in args.protocols else args.protocols[0]
 
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, contextlib.ExitStack() as stack:
         log_dir = Path(args.log_dir) if args.log_dir else Path(tmp) / "logs"
         choice = rawloop.choose_model(Path(tmp), args.weights, args.architecture,
                                       args.num_classes, args.model_dir)
@@ -201,45 +256,93 @@ def _run(args: argparse.Namespace) -> int:
         raw: list[RawResult] = []
         plain: list[CellResult] = []
         ours: list[tuple[int, CellResult]] = []
+        profiles: list[dict[str, Any]] = []
+        plan_line = ""
+        series = Series()
+        plain_target: Target | None = None
+        ours_target: Target | None = None
 
-        if "raw" in args.systems:
-            log.info("raw loop: batch sizes %s, %.0f s each", raw_sizes, args.raw_duration)
-            raw = rawloop.measure(choice.model_dir, images, raw_sizes, device=device,
-                                  fp16=args.fp16, duration=args.raw_duration)
+        def start(name: str, module: str, flags: list[str]) -> servers.ServerProcess:
+            begin = time.monotonic()
+            server = servers.start(module, flags, log_dir, env=env)
+            ready_s[name] = round(time.monotonic() - begin, 1)
+            return server
+
+        def target_of(server: servers.ServerProcess) -> Target:
+            return Target(url=server.url, grpc_target=server.grpc_target)
+
+        def measure_raw(sizes: Sequence[int]) -> list[RawResult]:
+            found = rawloop.measure(choice.model_dir, images, sizes, device=device,
+                                    fp16=args.fp16, duration=args.raw_duration,
+                                    threads=raw_threads)
             if device == "cuda":
                 torch.cuda.empty_cache()  # the model is gone; leave the servers the memory
+            return found
+
+        if "raw" in args.systems:
+            log.info("raw loop: batch sizes %s at %d (torch's default) and 1 thread(s), "
+                     "%.0f s each", raw_sizes, default_threads, args.raw_duration)
+            raw = measure_raw(raw_sizes)
         if "plain" in args.systems:
             log.info("plain KServe predictor: starting")
-            server = servers.start("predictor.bench.plain",
-                                   ["--model_dir", str(choice.model_dir), *cuda], log_dir,
-                                   env=env)
-            try:
-                target = Target(url=server.url, grpc_target=server.grpc_target)
-                plain = _cells(target, "plain", ["v1"], clients, images, args, 1)
-            finally:
-                server.stop()
+            server = start("plain", "predictor.bench.plain",
+                           ["--model_dir", str(choice.model_dir), *cuda])
+            stack.callback(server.stop)  # kept for the rounds
+            plain_target = target_of(server)
+            plain = _cells(plain_target, "plain", ["v1"], clients, images, args, 1)
         if "ours" in args.systems:
             for batch in sorted(set(server_batch.values())):
                 group = [n for n in clients if server_batch[n] == batch]
                 log.info("our predictor, --max_batch_size %d: starting", batch)
                 flags = ["--model_dir", str(choice.model_dir), *cuda, "--max_batch_size",
                          str(batch), "--warmup_batch_sizes", f"1,{batch}", *args.server_arg]
-                server = servers.start("predictor", flags, log_dir, env=env)
-                try:
-                    target = Target(url=server.url, grpc_target=server.grpc_target)
-                    ours += [(batch, c) for c in _cells(target, "ours", args.protocols, group,
-                                                         images, args, batch)]
-                finally:
-                    server.stop()
+                server = start(f"ours, max batch {batch}", "predictor", flags)
+                stack.callback(server.stop)
+                target = target_of(server)
+                plan_line = plan_line or _plan_line(log_dir)
+                ours += [(batch, c) for c in _cells(target, "ours", args.protocols, group,
+                                                     images, args, batch, profiles)]
+                if batch == head_batch:
+                    ours_target = target  # kept for the rounds
+                else:
+                    server.stop()  # leave the machine to the others
 
-        rows = build_rows(raw, plain, ours)
-        checked = goals(rows)
+        def pick(cells: Sequence[CellResult], protocol: str) -> CellResult | None:
+            return next((c for c in cells if c.clients == head_clients
+                         and c.protocol == protocol), None)
+
+        series.add([r for r in raw if r.batch == head_batch], pick(plain, "v1"),
+                   pick([c for _, c in ours], head_protocol))
+        for k in range(args.rounds):
+            log.info("headline round %d of %d: raw batch %d, plain and ours at %d clients",
+                     k + 2, args.rounds + 1, head_batch, head_clients)
+            again_raw = measure_raw([head_batch]) if raw else []
+            again_plain = (asyncio.run(run_cell(plain_target, "v1", head_clients, images,
+                                                duration=args.duration, warmup=args.warmup))
+                           if plain_target else None)
+            again_ours = None
+            if ours_target is not None:
+                again_ours = _cells(ours_target, "ours", [head_protocol], [head_clients],
+                                    images, args, head_batch, profiles)[0]
+            series.add(again_raw, again_plain, again_ours)
+        replace_by_median(raw, plain, ours, series, head_batch, head_clients, head_protocol)
+        stack.close()
+
+        rows = build_rows(raw, plain, ours, _threads_of(plan_line))
+        paired = median_ratios(series)
+        for row in rows:
+            if (row["system"] == "ours" and row.get("clients") == head_clients
+                    and row["protocol"] == head_protocol):
+                row.update(paired)  # the median of the per-round ratios
+        checked = goals(rows, raw)
         first = raw[0] if raw else None
         meta = {
             "architecture": choice.architecture, "weights": choice.weights,
             "model_dir": str(choice.model_dir), "device": device, "fp16": args.fp16,
             "torch": torch.__version__, "python": platform.python_version(),
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpus": len(os.sched_getaffinity(0)), "torch_threads": default_threads,
+            "load": f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}",
+            "ours_plan": plan_line, "start_to_ready_s": ready_s,
             "images": args.images, "image_size": f"{w}x{h}",
             "image_source": "predictor.synthetic, JPEG q90", "score_threshold": 0.5,
             "detections_per_image": first.detections_per_image if first else None,
@@ -247,14 +350,17 @@ def _run(args: argparse.Namespace) -> int:
             "duration_s": args.duration, "warmup_s": args.warmup, "clients": clients,
             "protocols": args.protocols, "server_batch": server_batch,
             "server_args": args.server_arg, "server_env": env,
+            "headline": {"clients": head_clients, "batch": head_batch,
+                         "protocol": head_protocol, "rounds": len(series.ours) or None},
             "total_seconds": round(time.monotonic() - started, 1),
         }
-        print(format_report(meta, rows, checked))
+        print(format_report(meta, rows, checked, profiles))
         if args.out:
             doc = {"meta": meta, "raw": [r.to_dict() for r in raw],
                    "plain": [c.to_dict() for c in plain],
                    "ours": [{"max_batch_size": b, **c.to_dict()} for b, c in ours],
-                   "rows": rows, "goals": checked}
+                   "rows": rows, "rounds": series.to_dict(), "profiles": profiles,
+                   "goals": checked}
             Path(args.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
             log.info("wrote %s", args.out)
         log.info("done in %.0f s", time.monotonic() - started)

@@ -140,27 +140,114 @@ def test_web_protocol_needs_the_web_url(capsys: pytest.CaptureFixture[str]) -> N
 def test_report_ratios_and_goals() -> None:
     from predictor.bench.report import RawResult, build_rows, format_report, goals
 
-    raw = [RawResult(b, 5, 1.0, ips, 10, 11, 12, 2.0, 2.5)
-           for b, ips in ((1, 20.0), (8, 40.0))]
+    # Raw at torch's default threads and at one: every ratio divides by the better one.
+    raw = [RawResult(1, 5, 1.0, 20.0, 30, 31, 32, 2.0, 2.5, threads=2),
+           RawResult(1, 5, 1.0, 16.0, 40, 41, 42, 2.0, 2.5, threads=1, default_threads=False),
+           RawResult(8, 5, 1.0, 30.0, 260, 270, 280, 2.0, 2.5, threads=2),
+           RawResult(8, 5, 1.0, 40.0, 200, 210, 220, 2.0, 2.5, threads=1,
+                     default_threads=False)]
     plain = [_cell("v1", 1, 10.0), _cell("v1", 8, 25.0)]
-    ours = [(1, _cell("v2bin", 1, 18.0)), (8, _cell("v2bin", 8, 38.0)),
+    ours = [(1, _cell("v2bin", 1, 18.0)), (8, _cell("v2bin", 8, 60.0)),
             (8, _cell("v1", 8, 30.0))]
-    rows = build_rows(raw, plain, ours)
-    assert [r["system"] for r in rows] == ["raw"] * 2 + ["plain"] * 2 + ["ours"] * 3
-    headline = rows[5]
-    assert headline["x_raw"] == pytest.approx(38.0 / 40.0)
-    assert headline["x_plain"] == pytest.approx(38.0 / 25.0)
-    checked = goals(rows)
-    assert [g["met"] for g in checked] == [True, True]
-    assert goals(build_rows(raw, plain, [(8, _cell("v2bin", 8, 30.0))]))[0]["met"] is False
+    rows = build_rows(raw, plain, ours, "2w x 1")
+    assert [r["system"] for r in rows] == ["raw"] * 4 + ["plain"] * 2 + ["ours"] * 3
+    assert [r["threads"] for r in rows[:4]] == ["2 (default)", "1"] * 2
+    assert rows[2]["x_raw"] == pytest.approx(30.0 / 40.0)  # raw rows too, against the best
+    headline = rows[7]
+    assert headline["x_raw"] == pytest.approx(60.0 / 40.0)  # the 1-thread run is better here
+    assert headline["x_plain"] == pytest.approx(60.0 / 25.0)
+    assert headline["threads"] == "2w x 1"
+    checked = goals(rows, raw)
+    assert [g["target"] for g in checked] == [1.3, 1.6, 2.0, 1.0]
+    assert [g["met"] for g in checked] == [True, False, True, False]
+    assert "(1 threads)" in checked[0]["goal"]
+    # 1 client: p50 of 50 ms (the _cell helper) against the faster raw batch-1 call, 30 ms.
+    assert checked[3]["ratio"] == pytest.approx(50.0 / 30.0)
     meta = {"architecture": "ssdlite320_mobilenet_v3_large", "weights": "random (seed 0)",
             "device": "cpu", "torch_threads": 2, "images": 16, "image_size": "640x480",
-            "image_source": "synthetic", "score_threshold": 0.5,
+            "image_source": "synthetic", "score_threshold": 0.5, "cpus": 2,
             "detections_per_image": 2.0, "model_detections_per_image": 2.5}
-    text = format_report(meta, rows, checked)
+    profiles = [{"protocol": "v2bin", "clients": 8,
+                 "stages": {"decode": 3.0, "queue": 20.0, "model": 100.0, "postprocess": 1.0,
+                            "transport": 6.0, "model_per_image": 25.0}}]
+    text = format_report(meta, rows, checked, profiles)
     assert "weights: random (seed 0)" in text
-    assert "0.95 (target >= 0.9) met" in text
+    assert "1.50 (target >= 1.3) met" in text
+    assert "1.50 (target >= 1.6) NOT met" in text
+    assert "where a request's time goes" in text
+    assert "130.0" in text  # the profile's total
     json.dumps({"rows": rows, "goals": checked}, allow_nan=False)
+
+
+def test_latency_goal_compares_with_the_faster_raw_batch_1_call() -> None:
+    from predictor.bench.report import RawResult, build_rows, goals
+
+    raw = [RawResult(1, 5, 1.0, 30.0, 40.0, 41, 42, 2.0, 2.5, threads=2),
+           RawResult(1, 5, 1.0, 25.0, 45.0, 46, 47, 2.0, 2.5, threads=1,
+                     default_threads=False)]
+    fast = bench.summarize("v2bin", 1, [0.035] * 10, 1.0, detections=20, server={})
+    slow = bench.summarize("v2bin", 1, [0.042] * 10, 1.0, detections=20, server={})
+    (goal,) = goals(build_rows(raw, [], [(1, fast)]), raw)
+    assert goal["ratio"] == pytest.approx(35.0 / 40.0)
+    assert goal["met"] is True
+    assert "2 (default) threads, 40.0 ms" in goal["goal"]
+    (goal,) = goals(build_rows(raw, [], [(1, slow)]), raw)
+    assert goal["met"] is False
+
+
+def test_stage_profile_from_two_scrapes() -> None:
+    from predictor.bench.report import stage_profile
+
+    before = {"request_preprocess_seconds_sum": 1.0, "request_preprocess_seconds_count": 10,
+              "request_predict_seconds_sum": 5.0, "request_predict_seconds_count": 10,
+              "request_postprocess_seconds_sum": 0.1, "request_postprocess_seconds_count": 10,
+              "detector_queue_wait_seconds_sum": 2.0, "detector_queue_wait_seconds_count": 10,
+              "detector_inference_seconds_sum": 2.0, "detector_images_total": 10}
+    after = {"request_preprocess_seconds_sum": 1.3, "request_preprocess_seconds_count": 110,
+             "request_predict_seconds_sum": 15.0, "request_predict_seconds_count": 110,
+             "request_postprocess_seconds_sum": 0.2, "request_postprocess_seconds_count": 110,
+             "detector_queue_wait_seconds_sum": 4.0, "detector_queue_wait_seconds_count": 110,
+             "detector_inference_seconds_sum": 4.5, "detector_images_total": 110}
+    stages = stage_profile(before, after, client_mean_ms=110.0)
+    assert stages is not None
+    assert stages["decode"] == pytest.approx(3.0)
+    assert stages["queue"] == pytest.approx(20.0)
+    assert stages["model"] == pytest.approx(80.0)  # predict minus the queue
+    assert stages["postprocess"] == pytest.approx(1.0)
+    assert stages["transport"] == pytest.approx(6.0)
+    assert stages["model_per_image"] == pytest.approx(25.0)
+    assert stage_profile(before, before, 10.0) is None  # no request in the window
+
+
+def test_rounds_pair_the_ratios_and_keep_the_median_round() -> None:
+    from predictor.bench.report import RawResult
+    from predictor.bench.rounds import Series, median_ratios, replace_by_median
+
+    def raw(ips: float, threads: int) -> RawResult:
+        return RawResult(8, 5, 1.0, ips, 10, 11, 12, 2.0, 2.5, threads=threads,
+                         default_threads=threads == 2)
+
+    series = Series()
+    # Round 2 ran under load: everything slower, and its ratios still count fairly.
+    for t2, t1, plain_ips, ours_ips in ((40.0, 30.0, 20.0, 60.0), (10.0, 20.0, 8.0, 30.0),
+                                        (38.0, 32.0, 22.0, 57.0)):
+        series.add([raw(t2, 2), raw(t1, 1)], _cell("v1", 8, plain_ips),
+                   _cell("v2bin", 8, ours_ips))
+    ratios = series.ratios()
+    assert ratios["x_raw"] == pytest.approx([1.5, 1.5, 1.5])
+    assert ratios["x_plain"] == pytest.approx([3.0, 3.75, 57.0 / 22.0])
+    assert median_ratios(series) == pytest.approx({"x_raw": 1.5, "x_plain": 3.0})
+    raws = [raw(1.0, 2), raw(1.0, 1)]
+    plains = [_cell("v1", 1, 5.0), _cell("v1", 8, 1.0)]
+    ours = [(8, _cell("v2bin", 8, 1.0)), (8, _cell("grpc", 8, 1.0))]
+    replace_by_median(raws, plains, ours, series, batch=8, clients=8, protocol="v2bin")
+    assert [r.img_per_s for r in raws] == [38.0, 30.0]
+    assert [c.img_per_s for c in plains] == pytest.approx([5.0, 20.0])
+    assert [c.img_per_s for _, c in ours] == pytest.approx([57.0, 1.0])
+    doc = series.to_dict()
+    assert [d["round"] for d in doc] == [1, 2, 3]
+    assert doc[1]["raw_img_per_s"] == {"2 (default)": 10.0, "1": 20.0}
+    json.dumps(doc, allow_nan=False)
 
 
 # ---- runs ----------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""The server sizes itself from the CPUs it really has and says so, with no flag."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from predictor import cpus
+from predictor.bench.servers import free_port
+from predictor.config import DEMO_MODEL_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_running_server_logs_the_plan_for_this_machine(served_model: Any) -> None:
+    expected = cpus.plan(cpus.detect(), cuda=False, workers=None, threads=None)
+    log = served_model.log()
+    assert (f"{expected.workers} inference worker(s) x {expected.threads} torch thread(s)"
+            in log), log[-3000:]
+    assert expected.reason in log
+    path = next(line for line in log.splitlines() if "CPU path:" in line)
+    assert "oneDNN-fused backbone" in path
+    assert "head" in path
+    assert "resize before normalise" in path
+    assert "eager" not in path
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux affinity")
+def test_a_process_pinned_to_one_cpu_runs_one_single_thread_worker() -> None:
+    one = {min(os.sched_getaffinity(0))}
+    command = [sys.executable, "-m", "predictor", "--model_dir", str(DEMO_MODEL_DIR),
+               "--http_port", str(free_port()), "--grpc_port", str(free_port())]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, preexec_fn=lambda: os.sched_setaffinity(0, one))
+    seen: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "inference worker(s)" in line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    plan = next((line for line in seen if "inference worker(s)" in line), "")
+    assert "1 inference worker(s) x 1 torch thread(s): 1 CPUs (1 CPUs in the affinity mask" \
+        in plan, "".join(seen)[-3000:]
