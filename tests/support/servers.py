@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from predictor.bench.servers import free_port as free_port  # re-exported for th
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MODEL_DIR = REPO / "predictor" / "demo_model"
-SHARED_DIR = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
 
 # Small and quick on a CPU; random weights are fine for plumbing tests.
 TEST_ARCH = "ssdlite320_mobilenet_v3_large"
