@@ -157,7 +157,7 @@ LABEL org.opencontainers.image.title="kserve-detector" \
 USER 1000:1000
 WORKDIR /home/predictor
 # Weights: mount a model directory here; when it is empty or missing, the demo
-# detector shipped inside the package (predictor/demo_model/) is served.
+# detector shipped inside the package (predictor/demo/model/) is served.
 EXPOSE 8080 8081
 STOPSIGNAL SIGTERM
 # Probes the V2 readiness of the default model; set HEALTHCHECK_URL when you change

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,57 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LoadError(f"{path}: expected a JSON object with 'architecture', 'num_classes'")
     return data
+
+
+def save_model_folder(folder: Path, state: Mapping[str, torch.Tensor], architecture: str,
+                      labels: Sequence[str], *, fmt: str = "safetensors", half: bool = False,
+                      model_kwargs: Mapping[str, Any] | None = None,
+                      version: str | None = None) -> Path:
+    """Writes the layout :func:`load_model` reads: weights, ``config.json``, ``labels.txt``.
+
+    The one writer of that layout (training, the benchmark and the tests use it), so the
+    two sides cannot drift apart. Returns the weights file's path.
+
+    Args:
+        folder: Created when missing; files already there are replaced.
+        state: The model's ``state_dict``.
+        architecture: The torchvision builder's name.
+        labels: Class names, the background first.
+        fmt: ``"safetensors"`` (preferred) or ``"pt"`` (a ``torch.save`` state_dict).
+        half: Store floating tensors as float16 (half the file) where they stay finite;
+            ``load_state_dict`` casts back on copy.
+        model_kwargs: Extra builder arguments (``config.json``'s ``model_kwargs``).
+        version: The model version to announce; by default a digest of the weights.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in state.items():
+        value = value.detach().cpu().contiguous()
+        if half and value.is_floating_point():
+            cast = value.half()
+            value = cast if bool(torch.isfinite(cast).all()) else value
+        tensors[name] = value
+    if fmt not in ("safetensors", "pt"):
+        raise ValueError(f"fmt must be 'safetensors' or 'pt', got {fmt!r}")
+    weights = folder / f"model.{fmt}"
+    tmp = weights.with_suffix(".tmp")
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(tmp), metadata={"architecture": architecture})
+    else:
+        torch.save(tensors, tmp)
+    tmp.chmod(0o644)  # safetensors writes 0600; the image runs as another user
+    os.replace(tmp, weights)
+    config: dict[str, Any] = {"architecture": architecture, "num_classes": len(labels),
+                              "weights": weights.name}
+    if model_kwargs:
+        config["model_kwargs"] = dict(model_kwargs)
+    if version is not None:
+        config["version"] = version
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    return weights
 
 
 def model_version(config: dict[str, Any], weights: Path) -> str:

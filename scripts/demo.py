@@ -28,7 +28,7 @@ from PIL import Image  # noqa: E402
 
 from client import DetectionClient, ServerUnreachable  # noqa: E402
 from client.draw import draw_detections  # noqa: E402
-from predictor.synthetic import CLASSES, make_sample, random_size  # noqa: E402
+from predictor.demo.synthetic import CLASSES, make_sample, random_size  # noqa: E402
 
 
 def _free_port() -> int:
@@ -61,7 +61,7 @@ def _server(url: str | None, model: str) -> Iterator[str]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "predictor", "--model_name", model,
-             "--model_dir", str(REPO / "predictor" / "demo_model"),
+             "--model_dir", str(REPO / "predictor" / "demo" / "model"),
              "--http_port", str(http_port), "--grpc_port", str(grpc_port)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -30,7 +30,7 @@ def served_model(tmp_path_factory: pytest.TempPathFactory, random_model_dir: Pat
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The real server with the embedded trained demo detector."""
     if not (DEMO_MODEL_DIR / "config.json").is_file():
-        pytest.skip("the demo detector is not in predictor/demo_model yet")
+        pytest.skip("the demo detector is not in predictor/demo/model yet")
     server = start_server(tmp_path_factory.mktemp("demo-logs"), DEMO_MODEL_DIR)
     yield server
     server.stop()

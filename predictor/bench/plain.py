@@ -9,7 +9,7 @@ same internal score cut.
 
 Run on its own::
 
-    python -m predictor.bench.plain --model_dir predictor/demo_model --http_port 8090
+    python -m predictor.bench.plain --model_dir predictor/demo/model --http_port 8090
 """
 
 from __future__ import annotations

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from client.bench import percentile
+
 from ..config import DEMO_MODEL_DIR, ModelConfig
 from ..engine import pick_device
-from ..loader import load_model
+from ..loader import load_model, save_model_folder
 from .report import RawResult
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class ModelChoice:
 
 
 def demo_available() -> bool:
-    """Whether the trained demo detector is in ``predictor/demo_model``."""
+    """Whether the trained demo detector is in ``predictor/demo/model``."""
     return (DEMO_MODEL_DIR / "config.json").is_file() and any(
         p.suffix in (".safetensors", ".pt", ".pth") for p in DEMO_MODEL_DIR.iterdir())
 
@@ -72,20 +74,16 @@ def save_random_model(folder: Path, architecture: str, num_classes: int, seed: i
     """Writes a random-weights detector (``model.pt`` state_dict) in the served layout."""
     import torchvision
 
-    folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = torchvision.models.get_model(architecture, weights=None, weights_backbone=None,
                                          num_classes=num_classes)
-    torch.save(model.state_dict(), folder / "model.pt")
-    (folder / "config.json").write_text(json.dumps(
-        {"architecture": architecture, "num_classes": num_classes, "weights": "model.pt"}))
     labels = ["__background__", *(f"class_{i}" for i in range(1, num_classes))]
-    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    save_model_folder(folder, model.state_dict(), architecture, labels, fmt="pt")
     return folder
 
 
 def _percentile_ms(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
+    return percentile(values, q) * 1000.0
 
 
 def measure(model_dir: Path, images: Sequence[bytes], batch_sizes: Sequence[int], *,

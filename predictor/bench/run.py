@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import os
@@ -37,10 +36,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from client.bench import CellResult, Target, generated_images, metric_totals, run_cell
 
-from client.bench import CellResult, Target, metric_totals, run_cell
-
+from ..engine import pick_device
 from . import raw as rawloop
 from . import servers
 from .report import (
@@ -142,27 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def synthetic_jpegs(count: int, size: tuple[int, int], seed: int = 2024) -> list[bytes]:
-    """The demo's synthetic pictures (shapes the demo detector finds), as JPEG files."""
-    from ..synthetic import make_sample
-
-    out = []
-    for i in range(count):
-        image, _, _ = make_sample(np.random.default_rng([seed, i]), size)
-        buf = io.BytesIO()
-        image.save(buf, format="JPEG", quality=90)
-        out.append(buf.getvalue())
-    return out
-
-
-def _device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
 def _scrape(target: Target) -> dict[str, float]:
     import httpx
 
@@ -229,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     started = time.monotonic()
-    device = _device(args.device)
+    device = pick_device(args.device).type
     clients = args.clients or ([1, 8] if device == "cpu" else [1, 8, 32])
     batch_sizes = args.batch_sizes or ([1, 8] if device == "cpu" else [1, 8, 32])
     w, h = args.image_size
@@ -251,7 +228,7 @@ def _run(args: argparse.Namespace) -> int:
                                       args.num_classes, args.model_dir)
         log.info("model %s, weights %s, device %s%s; %d pictures %dx%d", choice.architecture,
                  choice.weights, device, " fp16" if args.fp16 else "", args.images, w, h)
-        images = synthetic_jpegs(args.images, (w, h))
+        images = generated_images(args.images, (w, h), seed=2024)
         cuda = ["--device", device] + (["--fp16"] if args.fp16 else [])
         raw: list[RawResult] = []
         plain: list[CellResult] = []
@@ -344,7 +321,7 @@ def _run(args: argparse.Namespace) -> int:
             "load": f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}",
             "ours_plan": plan_line, "start_to_ready_s": ready_s,
             "images": args.images, "image_size": f"{w}x{h}",
-            "image_source": "predictor.synthetic, JPEG q90", "score_threshold": 0.5,
+            "image_source": "predictor.demo.synthetic, JPEG q90", "score_threshold": 0.5,
             "detections_per_image": first.detections_per_image if first else None,
             "model_detections_per_image": first.model_detections_per_image if first else None,
             "duration_s": args.duration, "warmup_s": args.warmup, "clients": clients,

@@ -19,7 +19,7 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts"
-DEMO_MODEL_DIR = REPO_ROOT / "predictor" / "demo_model"
+DEMO_MODEL_DIR = REPO_ROOT / "predictor" / "demo" / "model"
 HOW_TO_RUN = ("run `make test-container` on a machine with a Docker engine (or as root "
               "with apt-get, where scripts/docker-engine.sh installs and starts one)")
 # An uncached build downloads torch (several GB) and copies it into the runtime stage.

@@ -66,7 +66,7 @@ def detector_image(docker_engine: None) -> str:
 def demo_container(detector_image: str) -> Iterator[Container]:
     """The image as shipped: default command, demo weights, read-only root, /tmp tmpfs."""
     if not (DEMO_MODEL_DIR / "config.json").is_file():
-        pytest.skip("the demo detector is not in predictor/demo_model yet, so the image "
+        pytest.skip("the demo detector is not in predictor/demo/model yet, so the image "
                     "has no default weights to serve")
     yield from running(detector_image, docker_args=HARDENED)
 
@@ -82,7 +82,7 @@ def random_model_container(detector_image: str, random_model_dir: Path
 @pytest.fixture(scope="session")
 def sample_png() -> bytes:
     """A 320 x 320 synthetic picture with three shapes, PNG-encoded."""
-    from predictor.synthetic import make_sample
+    from predictor.demo.synthetic import make_sample
 
     image, _, _ = make_sample(7, min_objects=3, max_objects=3)
     buf = io.BytesIO()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from client import DetectionClient, ModelNotFound
-from predictor.synthetic import CLASSES, make_sample
+from predictor.demo.synthetic import CLASSES, make_sample
 from tests.support.e2e import Target
 
 pytestmark = pytest.mark.e2e
@@ -91,7 +91,7 @@ def test_every_protocol_gives_the_same_detections(target: Target) -> None:
 def test_demo_detector_finds_the_shapes(target: Target) -> None:
     if not target.demo or not _serves_demo(target):
         pytest.skip("the service does not serve the trained demo detector (E2E_DEMO=0, or "
-                    "predictor/demo_model is absent)")
+                    "predictor/demo/model is absent)")
     found = total = 0
     with _client(target, "v2") as client:
         for png, boxes, labels in _pictures(6):

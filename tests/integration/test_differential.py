@@ -142,7 +142,7 @@ def reference() -> Reference:
 @pytest.fixture(scope="module")
 def pictures(reference: Reference) -> dict[str, list[bytes]]:
     """Pictures by the kind of answer they get at the default threshold (0.5)."""
-    from predictor.synthetic import make_sample
+    from predictor.demo.synthetic import make_sample
 
     def count(data: bytes) -> int:
         raw, _ = reference.detect(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from predictor.bench.servers import ServerProcess, start
 from predictor.bench.servers import free_port as free_port  # re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_MODEL_DIR = REPO / "predictor" / "demo_model"
+DEMO_MODEL_DIR = REPO / "predictor" / "demo" / "model"
 
 # Small and quick on a CPU; random weights are fine for plumbing tests.
 TEST_ARCH = "ssdlite320_mobilenet_v3_large"
@@ -25,23 +24,12 @@ def save_random_model(folder: Path, arch: str = TEST_ARCH, labels: Sequence[str]
     import torch
     import torchvision
 
-    folder.mkdir(parents=True, exist_ok=True)
+    from predictor.loader import save_model_folder
+
     torch.manual_seed(seed)
     model = torchvision.models.get_model(arch, weights=None, weights_backbone=None,
                                          num_classes=len(labels))
-    if fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        name = "model.safetensors"
-        save_file(model.state_dict(), str(folder / name))
-    elif fmt == "pt":
-        name = "model.pt"
-        torch.save(model.state_dict(), folder / name)
-    else:
-        raise ValueError(fmt)
-    (folder / "config.json").write_text(json.dumps(
-        {"architecture": arch, "num_classes": len(labels), "weights": name}))
-    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    save_model_folder(folder, model.state_dict(), arch, labels, fmt=fmt)
     return folder
 
 

@@ -358,19 +358,6 @@ def test_raw_loop_measures_each_batch_size(random_model_dir: Path) -> None:
     assert 0 <= result.detections_per_image <= result.model_detections_per_image
 
 
-def test_synthetic_jpegs_have_the_asked_size() -> None:
-    from io import BytesIO
-
-    from PIL import Image
-
-    from predictor.bench.run import synthetic_jpegs
-
-    (data,) = synthetic_jpegs(1, (80, 60))
-    with Image.open(BytesIO(data)) as img:
-        assert img.size == (80, 60)
-        assert img.format == "JPEG"
-
-
 def test_a_server_that_cannot_start_fails_with_its_log(tmp_path: Path) -> None:
     from predictor.bench import servers
 

@@ -15,9 +15,9 @@ from kserve.errors import InvalidInput
 from PIL import Image
 
 from predictor.config import DEMO_MODEL_DIR, BatchingConfig, ModelConfig, ServerConfig
+from predictor.demo.synthetic import make_sample
 from predictor.model import DetectionModel
 from predictor.protocol.v1 import parse_v1
-from predictor.synthetic import make_sample
 
 
 def _model(gpu_decode: bool) -> DetectionModel:

@@ -19,10 +19,10 @@ from torch import nn
 from client.evaluate import evaluate_detections, load_coco
 from predictor import fastpath
 from predictor.config import DEMO_MODEL_DIR, ModelConfig
+from predictor.demo.synthetic import write_dataset
 from predictor.detections import RawDetections
 from predictor.engine import Engine
 from predictor.fusion import fuse_conv_bn
-from predictor.synthetic import write_dataset
 
 HELD_OUT_SEED = 987_654  # the demo's held-out pictures (never trained on)
 MIN_SCORE = 0.05  # the model's own cut

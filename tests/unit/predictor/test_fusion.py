@@ -16,8 +16,8 @@ def test_fused_detector_gives_the_same_detections() -> None:
     import numpy as np
 
     from predictor.config import DEMO_MODEL_DIR, ModelConfig
+    from predictor.demo.synthetic import make_sample
     from predictor.loader import load_model
-    from predictor.synthetic import make_sample
 
     model = load_model(ModelConfig(model_dir=str(DEMO_MODEL_DIR))).module.eval()
     fused = copy.deepcopy(model)

@@ -255,3 +255,30 @@ def test_flags_alone_need_no_model_dir(tmp_path, state_dict):
     assert loaded.source == str(weights)
     assert loaded.labels == ["__background__"] + [f"class_{i}" for i in range(1, NUM_CLASSES)]
     assert_same_weights(loaded.module, state_dict)
+
+
+@pytest.mark.parametrize(("fmt", "half"), [("safetensors", False), ("safetensors", True),
+                                           ("pt", False)])
+def test_the_writer_and_the_loader_agree(tmp_path: Path, fmt: str, half: bool) -> None:
+    import torch
+    import torchvision
+
+    from predictor.loader import save_model_folder
+
+    torch.manual_seed(1)
+    labels = ["__background__", "cat", "dog"]
+    model = torchvision.models.get_model("ssdlite320_mobilenet_v3_large", weights=None,
+                                         weights_backbone=None, num_classes=3)
+    weights = save_model_folder(tmp_path / "m", model.state_dict(), "ssdlite320_mobilenet_v3_large",
+                                labels, fmt=fmt, half=half, version="2026-11-30",
+                                model_kwargs={"topk_candidates": 50})
+    assert weights.name == f"model.{fmt}"
+    assert oct(weights.stat().st_mode & 0o777) == "0o644"  # readable by the image's user
+    loaded = load_model(ModelConfig(model_dir=str(tmp_path / "m")))
+    assert loaded.labels == labels
+    assert loaded.version == "2026-11-30"
+    assert loaded.module.topk_candidates == 50
+    for name, value in model.state_dict().items():
+        got = loaded.module.state_dict()[name]
+        tolerance = 1e-3 * (1 + value.float().abs().max().item()) if half else 0
+        assert torch.allclose(got.float(), value.float(), atol=tolerance), name

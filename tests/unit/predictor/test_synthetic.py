@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from predictor import synthetic
-from predictor.synthetic import CLASSES, make_sample, make_scene
+from predictor.demo import synthetic
+from predictor.demo.synthetic import CLASSES, make_sample, make_scene
 
 
 def test_same_seed_same_picture_and_boxes():

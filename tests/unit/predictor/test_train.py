@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from torchvision.models import detection
 
 from client.evaluate import run as evaluate_run
-from predictor import synthetic, train
+from predictor.demo import synthetic, train
 
-DEMO_MODEL = Path(__file__).resolve().parents[3] / "predictor" / "demo_model"
+DEMO_MODEL = Path(__file__).resolve().parents[3] / "predictor" / "demo" / "model"
 
 
 def rebuild(model_dir: Path) -> torch.nn.Module:
@@ -122,7 +122,7 @@ def test_batches_depend_only_on_seed_and_step():
 
 @pytest.mark.skipif(
     not (DEMO_MODEL / "model.safetensors").exists(),
-    reason="no trained demo model yet: python -m predictor.train, then copy",
+    reason="no trained demo model yet: python -m predictor.demo.train, then copy",
 )
 def test_demo_model_finds_shapes_on_held_out_pictures(tmp_path: Path):
     """At least mAP@0.5 0.9 on 50 unseen pictures, some of them not square."""

@@ -9,7 +9,7 @@ and labels on any machine.
 
 Command line::
 
-    python -m predictor.synthetic --count 50 --seed 1234 --out /tmp/heldout --mixed-sizes 0.5
+    python -m predictor.demo.synthetic --count 50 --seed 1234 --out /tmp/heldout --mixed-sizes 0.5
 
 writes ``/tmp/heldout/images/000000.png ...`` and a COCO-style ``annotations.json``.
 """

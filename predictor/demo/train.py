@@ -2,9 +2,9 @@
 
 No pretrained weights can be downloaded where this project is built, so the demo model
 (``ssdlite320_mobilenet_v3_large``, background + circle/square/triangle/star) is trained
-here on pictures drawn on the fly by :mod:`predictor.synthetic`::
+here on pictures drawn on the fly by :mod:`predictor.demo.synthetic`::
 
-    python -m predictor.train --out /tmp/run --steps 1200 --batch-size 16 --seed 0
+    python -m predictor.demo.train --out /tmp/run --steps 1200 --batch-size 16 --seed 0
 
 The output folder is a model directory the server can load: ``model.safetensors``,
 ``config.json`` and ``labels.txt``. ``checkpoint.pt`` (model, optimiser, schedule, step)
@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torchvision.models import detection
 from tqdm import tqdm
 
-from predictor.synthetic import CLASSES, make_sample, sample_size
+from ..loader import save_model_folder
+from .synthetic import CLASSES, make_sample, sample_size
 
-log = logging.getLogger("predictor.train")
+log = logging.getLogger("predictor.demo.train")
 
 ARCHITECTURE = "ssdlite320_mobilenet_v3_large"
 NUM_CLASSES = len(CLASSES) + 1
@@ -103,35 +103,9 @@ def _batches(args: argparse.Namespace, start: int) -> Iterator[Any]:
 
 
 def save_model_dir(model: nn.Module, out: Path, model_kwargs: dict[str, Any], half: bool) -> Path:
-    """Write ``model.safetensors``, ``config.json`` and ``labels.txt`` into ``out``.
-
-    With ``half`` floating tensors are stored as float16 (a file half the size); any
-    tensor float16 cannot hold (non-finite once cast) stays float32. Integer buffers keep
-    their dtype. ``load_state_dict`` casts on copy, so a float32 model loads either.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, value in model.state_dict().items():
-        value = value.detach().cpu().contiguous()
-        if half and value.is_floating_point():
-            cast = value.half()
-            if torch.isfinite(cast).all():
-                value = cast
-        tensors[name] = value
-    weights = out / "model.safetensors"
-    tmp = weights.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"architecture": ARCHITECTURE})
-    tmp.chmod(0o644)  # safetensors writes 0600; the image runs as another user
-    os.replace(tmp, weights)
-    config = {
-        "architecture": ARCHITECTURE,
-        "num_classes": NUM_CLASSES,
-        "weights": weights.name,
-        "model_kwargs": model_kwargs,
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (out / "labels.txt").write_text("\n".join(("__background__", *CLASSES)) + "\n")
-    return weights
+    """Writes the trained detector into ``out`` in the served layout (fp16 when ``half``)."""
+    return save_model_folder(out, model.state_dict(), ARCHITECTURE,
+                             ("__background__", *CLASSES), half=half, model_kwargs=model_kwargs)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
