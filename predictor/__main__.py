@@ -23,7 +23,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a torchvision detection model over KServe V1, V2 REST and gRPC.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.set_defaults(model_name="detector")
     add_arguments(parser)
     return parser
 
@@ -50,9 +49,9 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
-                         enable_grpc=args.enable_grpc, grace_period=args.grace_period)
+                         enable_grpc=args.enable_grpc, grace_period=cfg.grace_period)
     kserve_compat.install(server, model, max_body_bytes=cfg.limits.max_body_bytes,
-                          grace_period=args.grace_period, on_reject=metrics.reject,
+                          grace_period=cfg.grace_period, on_reject=metrics.reject,
                           on_disconnect=lambda: metrics.reject("client_disconnected"))
     server.start([model])
     return 0
@@ -60,10 +59,7 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    parser = build_parser()
-    parser.add_argument("--grace_period", type=int, default=30,
-                        help="seconds to finish in-flight requests after SIGTERM")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     _configure_logging(args)
     plan = _cpu_plan(args)
     cfg = from_args(args, plan.workers, plan.threads)

@@ -73,7 +73,7 @@ class DetectionModel(Model):  # type: ignore[misc]
             max_delay_s=b.max_batch_delay_ms / 1000.0, max_queue_size=b.max_queue_size,
             on_batch=metrics.observe_batch if metrics else None, cost=pixels,
             max_batch_cost=config.limits.max_batch_pixels,
-            max_queue_cost=config.limits.max_batch_pixels * 4, workers=b.inference_workers,
+            max_queue_cost=config.limits.max_batch_pixels * 4, workers=b.inference_workers or 1,
             group_key=_aspect_bucket if b.group_by_aspect_ratio else None)
         self.load_seconds = 0.0
 

@@ -1,0 +1,60 @@
+"""config: every flag written once, as a field; the parser and the configuration agree."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from predictor.__main__ import build_parser
+from predictor.config import BatchingConfig, Limits, ModelConfig, ServerConfig, from_args
+
+
+def test_no_flag_gives_the_dataclass_defaults() -> None:
+    assert from_args(build_parser().parse_args([])) == ServerConfig()
+
+
+@pytest.mark.parametrize("cls", [ModelConfig, Limits, BatchingConfig])
+def test_every_field_is_a_flag_of_the_server(cls: type) -> None:
+    options = build_parser()._option_string_actions
+    for f in dataclasses.fields(cls):
+        name = f.metadata["flag"].name or f"--{f.name}"
+        assert name in options, f"{cls.__name__}.{f.name} has no flag {name}"
+        assert options[name].dest == f.name
+
+
+def test_flags_reach_their_fields() -> None:
+    args = build_parser().parse_args([
+        "--labels", "names.txt", "--no_fuse_conv_bn", "--max_batch_size", "3",
+        "--grace_period", "5", "--warmup_batch_sizes", "1,4", "--inference_workers", "auto",
+        "--torch_threads", "2", "--max_body_bytes", "1000", "--model_name", "cars"])
+    cfg = from_args(args)
+    assert cfg.model_name == "cars"
+    assert cfg.grace_period == 5
+    assert cfg.model.labels_file == "names.txt"
+    assert cfg.model.fuse_conv_bn is False
+    assert cfg.model.warmup_batch_sizes == (1, 4)
+    assert cfg.model.torch_threads == 2
+    assert cfg.batching.max_batch_size == 3
+    assert cfg.batching.inference_workers is None  # auto, resolved at the edge
+    assert cfg.limits.max_body_bytes == 1000
+    assert from_args(args, workers=3, threads=1).batching.inference_workers == 3
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--max_batch_size", "0"], "must be a positive integer"),
+    (["--score_threshold", "1.5"], "must be between 0 and 1"),
+    (["--torch_threads", "many"], "expected 'auto' or a positive integer"),
+    (["--device", "tpu"], "invalid choice"),
+])
+def test_bad_values_are_refused_with_the_reason(argv: list[str], message: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_min_threshold_above_the_default_is_refused() -> None:
+    args = build_parser().parse_args(["--min_score_threshold", "0.6"])
+    with pytest.raises(SystemExit, match="must not exceed --score_threshold"):
+        from_args(args)
