@@ -1,7 +1,7 @@
 """Hostile-input helpers: small limits, broken payloads, bombs, and checks that nothing leaks.
 
-Shared by the tests/integration/test_hostile_*.py modules, which all talk to one server
-started with these limits (the ``hostile_server`` fixture).
+Shared by the tests/integration/hostile/ modules, which all talk to one server
+started with these limits (the ``server`` fixture in its conftest.py).
 """
 
 from __future__ import annotations

@@ -38,20 +38,6 @@ from tests.support.servers import Server
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server(hostile_server: Server) -> Server:
-    return hostile_server
-
-
-@pytest.fixture(scope="module")
-def http(hostile_http: httpx.Client) -> httpx.Client:
-    return hostile_http
-
-
-@pytest.fixture(scope="module")
-def stub(hostile_stub: Any) -> Any:
-    return hostile_stub
-
 
 # ---- limits -------------------------------------------------------------------------
 def test_body_size_limit_rest_413_and_grpc_resource_exhausted(http: httpx.Client, stub: Any,

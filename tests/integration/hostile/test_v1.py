@@ -27,20 +27,6 @@ from tests.support.servers import Server
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server(hostile_server: Server) -> Server:
-    return hostile_server
-
-
-@pytest.fixture(scope="module")
-def http(hostile_http: httpx.Client) -> httpx.Client:
-    return hostile_http
-
-
-@pytest.fixture(scope="module")
-def stub(hostile_stub: Any) -> Any:
-    return hostile_stub
-
 
 # ---- V1 JSON -----------------------------------------------------------------------
 V1_CASES: list[tuple[str, Any, tuple[str, ...]]] = [

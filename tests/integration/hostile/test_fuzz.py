@@ -32,20 +32,6 @@ from tests.support.servers import Server
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server(hostile_server: Server) -> Server:
-    return hostile_server
-
-
-@pytest.fixture(scope="module")
-def http(hostile_http: httpx.Client) -> httpx.Client:
-    return hostile_http
-
-
-@pytest.fixture(scope="module")
-def stub(hostile_stub: Any) -> Any:
-    return hostile_stub
-
 
 # ---- property-based: arbitrary structures -------------------------------------------
 json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)

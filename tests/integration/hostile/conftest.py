@@ -1,4 +1,4 @@
-"""Fixtures of the integration tests: the server the hostile-input modules share."""
+"""Fixtures of the hostile-input tests: one server with small limits, shared by every module."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from tests.support.servers import Server, start_server
 
 
 @pytest.fixture(scope="session")
-def hostile_server(tmp_path_factory: pytest.TempPathFactory,
+def server(tmp_path_factory: pytest.TempPathFactory,
                    random_model_dir: Path) -> Iterator[Server]:
-    """One server with small limits for every test_hostile_* module."""
+    """One server with small limits for every module here."""
     srv = start_server(tmp_path_factory.mktemp("hostile-logs"), random_model_dir,
                        "--max_body_bytes", str(hostile.MAX_BODY),
                        "--max_image_pixels", str(hostile.MAX_PIXELS),
@@ -31,14 +31,14 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(scope="session")
-def hostile_http(hostile_server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=hostile_server.http_url, timeout=60) as client:
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.http_url, timeout=60) as client:
         yield client
 
 
 @pytest.fixture(scope="session")
-def hostile_stub(hostile_server: Server) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    channel = grpc.insecure_channel(hostile_server.grpc_url,
+def stub(server: Server) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
+    channel = grpc.insecure_channel(server.grpc_url,
                                     options=[("grpc.max_send_message_length", -1)])
     yield pb_grpc.GRPCInferenceServiceStub(channel)
     channel.close()
