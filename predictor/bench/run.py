@@ -321,7 +321,7 @@ def _run(args: argparse.Namespace) -> int:
             "load": f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}",
             "ours_plan": plan_line, "start_to_ready_s": ready_s,
             "images": args.images, "image_size": f"{w}x{h}",
-            "image_source": "predictor.demo.synthetic, JPEG q90", "score_threshold": 0.5,
+            "image_source": "client.bench.generated_images: shapes on gradients, JPEG q90", "score_threshold": 0.5,
             "detections_per_image": first.detections_per_image if first else None,
             "model_detections_per_image": first.model_detections_per_image if first else None,
             "duration_s": args.duration, "warmup_s": args.warmup, "clients": clients,
