@@ -20,7 +20,7 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 
 from .errors import InternalError
 from .protocol import V2Answer, grpc_v2
-from .rest_api import REQUEST_ID, ServedModel, check_version
+from .rest_api import REQUEST_ID, ServedModel, check_version, served_model
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,7 @@ class DetectorServicer(InferenceServicer):  # type: ignore[misc]
         self.on_reject = on_reject
 
     async def _model(self, name: str, version: str) -> ServedModel:
-        if not await self._data_plane.model_ready(name, True):
-            raise ModelNotReady(name)
-        model: ServedModel = self._data_plane.get_model_from_registry(name)
-        check_version(model, version)
-        return model
+        return served_model(self._data_plane, name, version)
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC's name)
         """Runs one inference; errors map to gRPC status codes."""

@@ -53,6 +53,7 @@ class DetectionModel(Model):  # type: ignore[misc]
     """Serves a torchvision detector over KServe's V1, V2 REST and gRPC protocols."""
 
     ready: bool
+    draining = False  # set on SIGTERM: not ready, yet requests already received are served
 
     def __init__(self, config: ServerConfig, metrics: Metrics | None = None) -> None:
         super().__init__(config.model_name)

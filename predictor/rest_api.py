@@ -195,6 +195,8 @@ class ServedModel(Protocol):
     name: str
     version: str
     limits: Limits
+    ready: bool
+    draining: bool
 
 
 class InferenceRoutes:
@@ -204,11 +206,7 @@ class InferenceRoutes:
         self.dataplane = dataplane
 
     async def _model(self, name: str, version: str = "") -> ServedModel:
-        if not await self.dataplane.model_ready(name, True):  # ModelNotFound when unknown
-            raise ModelNotReady(name)
-        model: ServedModel = self.dataplane.get_model_from_registry(name)
-        check_version(model, version)
-        return model
+        return served_model(self.dataplane, name, version)
 
     async def v1_predict(self, model_name: str, request: Request) -> Response:
         """``POST /v1/models/{name}:predict``."""
@@ -258,6 +256,20 @@ class InferenceRoutes:
             app.add_api_route(prefix + "/infer", self.v2_infer, methods=["POST"])
             app.add_api_route(prefix, self.v2_metadata, methods=["GET"])
         app.add_api_route(versioned + "/ready", self.v2_ready, methods=["GET"])
+
+
+def served_model(dataplane: DataPlane, name: str, version: str = "") -> ServedModel:
+    """The model a request names, if it may take the request.
+
+    Not ready refuses it (503), except while draining after SIGTERM: a request that was
+    received before the signal is served (the listener is closed by then, so no new
+    connection arrives; gRPC refuses new calls itself).
+    """
+    model: ServedModel = dataplane.get_model_from_registry(name)  # ModelNotFound: 404
+    if not (model.ready or getattr(model, "draining", False)):
+        raise ModelNotReady(name)
+    check_version(model, version)
+    return model
 
 
 def check_version(model: ServedModel, version: str) -> None:

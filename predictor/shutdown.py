@@ -3,8 +3,9 @@
 KServe 0.21 lets uvicorn drain the REST port first and stops its gRPC server only
 after that, so for up to a grace period gRPC would still take new requests. Here the
 first SIGTERM also marks the model not ready (readiness probes fail, so Kubernetes
-stops routing) and starts the gRPC server's own graceful stop, which refuses new calls
-and lets those in flight finish. REST in-flight requests finish under uvicorn's drain;
+stops routing) but draining, so that a request already received (its body still
+arriving, say) is served, and starts the gRPC server's own graceful stop, which refuses
+new calls and lets those in flight finish. REST in-flight requests finish under uvicorn's drain;
 the process then exits 0. :mod:`predictor.kserve_compat` calls :meth:`begin` from
 uvicorn's signal handler.
 """
@@ -34,7 +35,8 @@ class GracefulShutdown:
         if self.started:
             return
         self.started = True
-        self.model.ready = False
+        self.model.ready = False  # readiness probes fail: Kubernetes stops routing here
+        self.model.draining = True  # requests already received are still served
         log.info("SIGTERM: not ready any more; draining for up to %ss", self.grace_period)
         try:
             loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -82,6 +83,14 @@ def _many_images(count: int) -> list[dict[str, Any]]:
     return [distinct[i % len(distinct)] for i in range(count)]
 
 
+def _images_taken(http_url: str) -> float:
+    """Images the server has queued or run so far (from its /metrics)."""
+    text = httpx.get(f"{http_url}/metrics", timeout=5).text
+    values = re.findall(r"^(?:detector_queue_depth|detector_images_total) (\S+)$", text,
+                        re.MULTILINE)
+    return sum(float(v) for v in values)
+
+
 def test_sigterm_finishes_in_flight_request_then_exits_0(fruit_container: Container) -> None:
     """`docker stop -t 30` during a slow request: the request gets its 200, exit code 0."""
     instances = _many_images(64)  # the default --max_images_per_request
@@ -97,9 +106,14 @@ def test_sigterm_finishes_in_flight_request_then_exits_0(fruit_container: Contai
             result["error"] = repr(exc)
         result["done_at"] = time.monotonic()
 
+    before = _images_taken(fruit_container.http_url)
     sender = threading.Thread(target=send)
     sender.start()
-    time.sleep(1.0)  # the body is on the server and the batches are running
+    # SIGTERM once the server has the request: its images are queued or running.
+    deadline = time.monotonic() + 60
+    while _images_taken(fruit_container.http_url) <= before:
+        assert time.monotonic() < deadline, "the request never reached the model"
+        time.sleep(0.05)
     assert "done_at" not in result, "the request finished before SIGTERM; make it bigger"
     stop_at = time.monotonic()
     docker("stop", "-t", "30", fruit_container.name, timeout=60)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import signal
 import struct
@@ -137,3 +138,44 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(
     assert took < GRACE_S, f"exit took {took:.1f} s; the grace period is {GRACE_S} s"
     assert "Traceback" not in server.log()
     assert grpc_new == "UNAVAILABLE"
+
+
+def test_a_request_still_uploading_at_sigterm_is_served(tmp_path: Path,
+                                                       random_model_dir: Path) -> None:
+    """Its connection was accepted before SIGTERM, so it is in flight: answered, not 503."""
+    server = start_server(tmp_path, random_model_dir, "--grace_period", str(GRACE_S))
+    body = json.dumps({"instances": [{"b64": base64.b64encode(picture(7)).decode()}]}).encode()
+    first_sent = threading.Event()
+
+    def slow_body() -> Any:
+        yield body[:100]
+        first_sent.set()
+        time.sleep(1.5)  # SIGTERM lands here, while the body is still arriving
+        yield body[100:]
+
+    answer: dict[str, Any] = {}
+
+    def send() -> None:
+        try:
+            answer["r"] = httpx.post(f"{server.http_url}{V1}", content=slow_body(), timeout=60,
+                                     headers={"content-type": "application/json"})
+        except httpx.HTTPError as exc:
+            answer["r"] = exc
+
+    try:
+        sender = threading.Thread(target=send)
+        sender.start()
+        assert first_sent.wait(30)
+        time.sleep(0.2)
+        server.proc.send_signal(signal.SIGTERM)
+        sender.join(60)
+        code = server.proc.wait(GRACE_S + 30)
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(10)
+    response = answer["r"]
+    assert isinstance(response, httpx.Response), response
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 1
+    assert code == 0
