@@ -31,10 +31,10 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
     """Loads the model and serves until stopped; returns the exit code."""
     from kserve import ModelServer
 
-    from . import kserve_compat
-    from .loader import LoadError
     from .metrics import Metrics
     from .model import DetectionModel
+    from .pipeline.loader import LoadError
+    from .server import compat
 
     if args.workers != 1:
         print("--workers must be 1: one process owns the model and its batcher; scale with "
@@ -50,7 +50,7 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
         return 2
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
                          enable_grpc=args.enable_grpc, grace_period=cfg.grace_period)
-    kserve_compat.install(server, model, max_body_bytes=cfg.limits.max_body_bytes,
+    compat.install(server, model, max_body_bytes=cfg.limits.max_body_bytes,
                           grace_period=cfg.grace_period, on_reject=metrics.reject,
                           on_disconnect=lambda: metrics.reject("client_disconnected"))
     server.start([model])

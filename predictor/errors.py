@@ -8,9 +8,9 @@
       InternalError           500 / INTERNAL                    a bug; details only in the log
       VersionNotFound         404 / NOT_FOUND                   a model version not served
 
-A malformed request raises :class:`predictor.protocol.RequestError` (an InvalidInput).
+A malformed request raises :class:`predictor.protocol.RequestError`, answered like InvalidInput.
 KServe's gRPC interceptor turns any ``GrpcException`` into its status code; the REST
-handler for ``ServiceError`` is registered by :mod:`predictor.rest_api`.
+handler for ``ServiceError`` is registered by :mod:`predictor.server.rest_routes`.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ class VersionNotFound(ServiceError):
 
 def batch_failure(exc: Exception, request_timeout_ms: float) -> tuple[str, ServiceError]:
     """A failure of the batcher or the model, worded for the caller: (metric reason, error)."""
-    from . import batcher
-    from .engine import OutOfMemory
+    from .pipeline import batcher
+    from .pipeline.engine import OutOfMemory
 
     if isinstance(exc, batcher.QueueFull):
         if exc.by == "cost":
