@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._base import GrpcCalls, RestCalls
 from .._config import ClientConfig
+from .._http import HttpAnswer, http_settings
 
 __all__ = ["GRPC_METHOD", "GrpcSender", "HttpSender", "RequestFailed", "Target", "WebSender",
            "make_sender"]
@@ -55,7 +55,7 @@ class HttpSender:
 
         self._httpx = httpx
         self._client = httpx.AsyncClient(
-            **RestCalls(target.client_config()).http_settings(),
+            **http_settings(target.client_config()),
             limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients))
         self._codec = (V1Codec if protocol == "v1" else V2Codec)(target.model)
         self._batches = batches
@@ -76,7 +76,8 @@ class HttpSender:
         """Detections in an answer returned by a call (parsed as the client parses it)."""
         index, response = answer
         batch = self._batches[index % len(self._batches)]
-        results = self._codec.infer_response(response.headers, response.content, batch)
+        answer = HttpAnswer(response.status_code, response.headers, response.content)
+        results = self._codec.infer_results(answer, batch)
         return sum(len(r.detections) for r in results)
 
     def inner_seconds(self, answer: Any) -> float | None:
@@ -96,14 +97,14 @@ class GrpcSender:
         from .. import _grpc
 
         self._grpc = grpc
-        self._codec = _grpc
-        calls = GrpcCalls(target.client_config())  # the client's own channel settings
-        self._channel = calls.channel(grpc.aio)
+        self._codec = _grpc.GrpcCodec(target.model)
+        config = target.client_config()  # the client's own channel settings
+        self._channel = _grpc.open_channel(config, grpc.aio)
         self._call = self._channel.unary_unary(GRPC_METHOD)
         self._timeout = target.timeout
-        self._metadata = calls.metadata or None
+        self._metadata = _grpc.request_metadata(config) or None
         self._batches = batches
-        self._requests = [_grpc.infer_request(target.model, b, options).SerializeToString()
+        self._requests = [self._codec.infer_request(b, options).message.SerializeToString()
                           for b in batches]
 
     async def __call__(self, index: int) -> Any:
