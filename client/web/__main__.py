@@ -13,9 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .._exceptions import ConfigError
-from .._options import ENVIRONMENT_HELP, add_connection_arguments, config_from_args, positive
-from .._options import seconds as positive_seconds
+from client import ENVIRONMENT_HELP, ConfigError, add_connection_arguments, config_from_args
+
 from .settings import MIB, WebSettings
 
 __all__ = ["build_parser", "main", "settings_from_args"]
@@ -39,22 +38,40 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=env.get("DETECT_WEB_HOST", "127.0.0.1"),
                        help="address to listen on; 0.0.0.0 for every interface "
                             "(default: %(default)s)")
-    serve.add_argument("--port", type=positive, default=int(env.get("DETECT_WEB_PORT", "8000")),
+    serve.add_argument("--port", type=whole_number, default=int(env.get("DETECT_WEB_PORT", "8000")),
                        help="port to listen on (default: %(default)s)")
-    serve.add_argument("--max-files", type=positive, default=16,
+    serve.add_argument("--max-files", type=whole_number, default=16,
                        help="most pictures per request (default: %(default)s)")
-    serve.add_argument("--max-upload-mb", type=positive_seconds, default=32.0, metavar="MB",
+    serve.add_argument("--max-upload-mb", type=number, default=32.0, metavar="MB",
                        help="largest request body in MiB (default: %(default)s)")
-    serve.add_argument("--max-backoff", type=positive_seconds, default=5.0, metavar="SECONDS",
+    serve.add_argument("--max-backoff", type=number, default=5.0, metavar="SECONDS",
                        help="longest wait before a retry, also the cap on the service's "
                             "Retry-After (default: %(default)s)")
-    serve.add_argument("--health-interval", type=positive_seconds, default=5.0,
+    serve.add_argument("--health-interval", type=number, default=5.0,
                        metavar="SECONDS", help="seconds between two readiness probes of the "
                                                "inference service (default: %(default)s)")
     serve.add_argument("--log-level", default="info",
                        choices=("critical", "error", "warning", "info", "debug"),
                        help="log level (default: %(default)s)")
     return parser
+
+
+def whole_number(text: str) -> int:
+    """argparse type: a whole number, 1 or more."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number, 1 or more")
+    return int(text)
+
+
+def number(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
+    return value
 
 
 def settings_from_args(args: argparse.Namespace) -> WebSettings:

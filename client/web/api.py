@@ -10,9 +10,8 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from .._async import AsyncDetectionClient
-from .._exceptions import ClientError
-from .._types import ImageResult
+from client import AsyncDetectionClient, ClientError, ImageResult
+
 from .errors import error_for_client, error_kind
 from .metrics import WebMetrics
 from .monitor import ServiceMonitor

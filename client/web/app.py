@@ -21,7 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .._async import AsyncDetectionClient
+from client import AsyncDetectionClient
+
 from . import api
 from .errors import ApiError
 from .metrics import WebMetrics

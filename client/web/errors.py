@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from .._exceptions import (
+from client import (
     BadRequest,
     ClientError,
     ModelNotFound,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._config import ClientConfig
-from .._exceptions import ConfigError
+from client import ClientConfig, ConfigError
 
 __all__ = ["MIB", "WebSettings"]
 

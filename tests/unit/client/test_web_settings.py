@@ -68,7 +68,10 @@ def test_a_bad_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     assert "is not an HTTP URL" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--max-files", "0"])
-    assert "must be 1 or more" in capsys.readouterr().err
+    assert "'0' must be a whole number, 1 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--max-upload-mb", "0"])
+    assert "argument --max-upload-mb: '0' must be a number above 0" in capsys.readouterr().err
 
 
 def test_help_lists_the_clients_connection_flags() -> None:
