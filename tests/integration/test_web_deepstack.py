@@ -314,22 +314,22 @@ def test_the_in_flight_cap_refuses_at_once_and_recovers(inference: Inference,
     held: dict[str, httpx.Response] = {}
     first = threading.Thread(target=lambda: held.update(
         r=post(capped, files={"image": ("a.png", shapes_png(6))})), daemon=True)
-    inference.signal(signal.SIGSTOP)  # the first picture stays in flight
     try:
-        first.start()
-        wait_for(lambda: metric(capped, "detector_web_pictures_in_flight") == 1, 30,
-                 "one picture in flight")
-        started = time.monotonic()
-        refused = post(capped, files={"image": ("b.png", shapes_png(7))})
-        assert time.monotonic() - started < 2, "the refusal waited"
+        inference.signal(signal.SIGSTOP)  # the first picture stays in flight
+        try:
+            first.start()
+            wait_for(lambda: metric(capped, "detector_web_pictures_in_flight") == 1, 30,
+                     "one picture in flight")
+            started = time.monotonic()
+            refused = post(capped, files={"image": ("b.png", shapes_png(7))})
+            assert time.monotonic() - started < 2, "the refusal waited"
+        finally:
+            inference.signal(signal.SIGCONT)
         assert refused.status_code == 503, refused.text
         assert refused.headers["retry-after"] == "1"
         assert "--max-in-flight" in refused.json()["error"]
         assert metric(capped, 'detector_web_refused_requests_total{reason="in_flight"}') == 1
-    finally:
-        inference.signal(signal.SIGCONT)
-    first.join(60)
-    try:
+        first.join(60)
         assert held["r"].status_code == 200, held["r"].text
         assert post(capped, files={"image": ("c.png", shapes_png(8))}).status_code == 200
         assert metric(capped, "detector_web_pictures_in_flight") == 0
