@@ -298,3 +298,24 @@ def test_check_pixels_accepts_rgb_uint8():
 def test_check_pixels_refuses_bad_arrays(array, message):
     with pytest.raises(DecodeError, match=f"image 1: .*{message}"):
         check_pixels(array, ImageLimits(max_side=16), "image 1")
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_the_clients_drawings_see_transparency_as_the_server_does(mode: str):
+    # The client draws its boxes on the picture the model saw: same white background.
+    from client._images import rgb_pixels
+
+    img = Image.new("RGBA", (24, 16), (0, 0, 0, 0))
+    ImageDraw.Draw(img).rectangle((2, 2, 12, 10), fill=(200, 30, 30, 0))  # hidden
+    ImageDraw.Draw(img).rectangle((14, 4, 20, 12), fill=(20, 90, 200, 140))  # half
+    if mode == "LA":
+        img = img.convert("LA")
+    elif mode == "P":
+        img = img.convert("RGB").convert("P")
+        img.info["transparency"] = 0
+    data = encode(img, "PNG", **({"transparency": 0} if mode == "P" else {}))
+    server = decode_image(data, LIMITS)
+    client = rgb_pixels(Image.open(io.BytesIO(data)))
+    assert np.array_equal(server, client)
+    if mode != "P":
+        assert (server[2:10, 2:12] == BACKGROUND).all()
