@@ -161,9 +161,9 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
         selector = match.group(1)
         for key, value in chosen.items():
             selector = selector.replace(f"${key}", value)
-        values = stack.prom.label_values(match.group(2), selector)
-        assert values, f"variable ${name} finds no value"
-        chosen[name] = values[0]
+        found = stack.prom.label_values(match.group(2), selector)
+        assert found, f"variable ${name} finds no value"
+        chosen[name] = found[0]
     assert chosen == {"namespace": NAMESPACE, "model": stack.server.model_name}
     empty: list[str] = []
     for panel in dashboard["panels"]:
