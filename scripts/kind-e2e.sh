@@ -8,11 +8,13 @@
 # Usage: scripts/kind-e2e.sh [--dry-run] up|deploy|e2e|down|all
 #
 #   up      create the kind cluster if missing; install cert-manager, KServe
-#           (Standard mode) and, with KNATIVE=1, Knative Serving + Kourier
+#           (Standard mode) and, with KNATIVE=1, Knative Serving + Kourier; with
+#           KEDA=1, KEDA and a Prometheus for it
 #   deploy  build the predictor and web images, kind load them, apply the overlay,
 #           wait for Ready, apply the web app, wait for its rollout
 #   e2e     port-forward the predictor (REST, gRPC) and the web app; run pytest on
-#           tests/e2e, then the app's /healthz and /api/detect with one picture
+#           tests/e2e, then the app's /healthz and /api/detect with one picture;
+#           with the kind-keda overlay, ask Prometheus the ScaledObject's query
 #   down    delete the kind cluster
 #   all     up, deploy, e2e (then down when TEARDOWN=1)
 #
@@ -25,9 +27,10 @@
 # Environment (defaults in brackets): CLUSTER_NAME [kserve-detector],
 # NAMESPACE [kserve-detector], ISVC_NAME / MODEL_NAME [detector],
 # IMAGE [kserve-detector:0.1.0], WEB_IMAGE [kserve-detector-web:0.1.0],
-# OVERLAY [kind, or kind-knative with KNATIVE=1; kind-runtime deploys through the
-# ServingRuntime], LOCAL_PORT [18080], LOCAL_GRPC_PORT [18081], LOCAL_WEB_PORT
-# [18000], WAIT_TIMEOUT [600s], WEBHOOK_RETRIES [6] x WEBHOOK_RETRY_DELAY [10 s],
+# OVERLAY [kind; kind-keda with KEDA=1, else kind-knative with KNATIVE=1;
+# kind-runtime deploys through the ServingRuntime], LOCAL_PORT [18080],
+# LOCAL_GRPC_PORT [18081], LOCAL_WEB_PORT [18000], LOCAL_PROMETHEUS_PORT [19090],
+# WAIT_TIMEOUT [600s], WEBHOOK_RETRIES [6] x WEBHOOK_RETRY_DELAY [10 s],
 # DOCKER_BUILD_ARGS, SKIP_BUILD=1, WEB=0 (no web app), KNATIVE=1, KEDA=1,
 # TEARDOWN=1, DRY_RUN=1, PYTEST [.venv/bin/pytest], PYTHON [.venv/bin/python],
 # ARTIFACTS_DIR [out/kind-e2e], and the *_VERSION pins.
@@ -53,6 +56,7 @@ OVERLAY="${OVERLAY:-}"
 LOCAL_PORT="${LOCAL_PORT:-18080}"
 LOCAL_GRPC_PORT="${LOCAL_GRPC_PORT:-18081}"
 LOCAL_WEB_PORT="${LOCAL_WEB_PORT:-18000}"
+LOCAL_PROMETHEUS_PORT="${LOCAL_PROMETHEUS_PORT:-19090}"
 GRPC_PORT="${GRPC_PORT:-8081}"
 WAIT_TIMEOUT="${WAIT_TIMEOUT:-600s}"
 # Bounded retries while KServe's webhooks come up (attempts, seconds between).
@@ -84,10 +88,12 @@ KEDA_VERSION="${KEDA_VERSION:-2.18.0}"
 
 GH="https://github.com"
 CERT_MANAGER_URL="${CERT_MANAGER_URL:-$GH/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml}"
+KSERVE_CRDS_URL="${KSERVE_CRDS_URL:-$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-crds.yaml}"
 KSERVE_URL="${KSERVE_URL:-$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml}"
 KSERVE_RESOURCES_URL="${KSERVE_RESOURCES_URL:-$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml}"
 KNATIVE_BASE_URL="$GH/knative/serving/releases/download/knative-v$KNATIVE_VERSION"
-KOURIER_URL="${KOURIER_URL:-$GH/knative/net-kourier/releases/download/knative-v$KOURIER_VERSION/kourier.yaml}"
+# net-kourier moved from the knative to the knative-extensions organisation.
+KOURIER_URL="${KOURIER_URL:-$GH/knative-extensions/net-kourier/releases/download/knative-v$KOURIER_VERSION/kourier.yaml}"
 KEDA_URL="${KEDA_URL:-$GH/kedacore/keda/releases/download/v$KEDA_VERSION/keda-$KEDA_VERSION.yaml}"
 
 # --- state for the exit trap ---------------------------------------------------------
@@ -122,6 +128,9 @@ cluster_exists() {
 
 knative_mode() { is_true "$KNATIVE"; }
 web_enabled() { is_true "$WEB"; }
+# The overlay deployed runs in Knative mode (what the port-forwards depend on).
+overlay_is_knative() { [[ "$OVERLAY" == *knative* ]]; }
+overlay_is_keda() { [[ "$OVERLAY" == *keda* ]]; }
 
 # Idempotent, unlike a bare `kubectl create namespace`.
 ensure_namespace() {
@@ -160,6 +169,7 @@ cmd_up() {
     fi
     if is_true "$KEDA"; then
         install_keda
+        install_kind_prometheus
     fi
     install_kserve
     log "cluster ready: kubectl --context $KUBE_CONTEXT get pods -A"
@@ -338,7 +348,7 @@ forward_predictor() {
     pod="$(predictor_pod)"
     [[ -n "$pod" ]] || die "no running predictor pod for InferenceService '$ISVC_NAME' in '$NAMESPACE'"
     log "port-forward: predictor to 127.0.0.1:$LOCAL_PORT (REST) and :$LOCAL_GRPC_PORT (gRPC)"
-    if knative_mode; then
+    if overlay_is_knative; then
         # A Knative predictor Service is an ExternalName to the ingress, and a
         # revision serves one port: talk to the pod, where both listen.
         forward "pod/$pod" "$LOCAL_PORT:8080"
@@ -393,7 +403,37 @@ cmd_e2e() {
     if web_enabled; then
         check_web
     fi
+    if overlay_is_keda; then
+        check_keda_signal
+    fi
     stop_port_forwards
+}
+
+# The ScaledObject's own query, asked of the Prometheus it names, must answer one
+# series: KEDA reads an empty answer as 0 and would never scale out (kedacore/keda
+# v2.18.0, pkg/scalers/prometheus_scaler.go). KServe names the ScaledObject after the
+# predictor (v0.20.0, reconcilers/keda/keda_reconciler.go). Prometheus scrapes every
+# 15 s: allow a minute for the first samples.
+check_keda_signal() {
+    local query url="http://127.0.0.1:$LOCAL_PROMETHEUS_PORT" answer="$ARTIFACTS_DIR/keda-signal.json"
+    log "keda: the ScaledObject's query, asked of Prometheus at $url"
+    if is_dry_run; then
+        query=QUERY
+    else
+        query="$(k_query -n "$NAMESPACE" get "scaledobject/$ISVC_NAME-predictor" \
+            -o jsonpath='{.spec.triggers[0].metadata.query}')"
+    fi
+    [[ -n "$query" ]] || die "ScaledObject $ISVC_NAME-predictor has no query: is KEDA installed (KEDA=1 up)?"
+    port_forward "$LOCAL_PROMETHEUS_PORT" "$ARTIFACTS_DIR/port-forward.log" \
+        kubectl --context "$KUBE_CONTEXT" -n monitoring port-forward --address 127.0.0.1 \
+        svc/prometheus "$LOCAL_PROMETHEUS_PORT:9090"
+    retry 12 5 run_keda_query "$url" "$query" "$answer" \
+        || die "Prometheus has no series for the ScaledObject's query $query (see $answer)"
+}
+
+run_keda_query() {
+    run curl -fsS --max-time 10 -o "$3" --data-urlencode "query=$2" "$1/api/v1/query" \
+        && run "$PYTHON" "$ROOT_DIR/scripts/check-prometheus-answer.py" "$3"
 }
 
 # --- down ------------------------------------------------------------------------------
@@ -474,7 +514,9 @@ main() {
     fi
     if [[ -z "$OVERLAY" ]]; then
         OVERLAY=kind
-        if knative_mode; then
+        if is_true "$KEDA"; then
+            OVERLAY=kind-keda
+        elif knative_mode; then
             OVERLAY=kind-knative
         fi
     fi
