@@ -31,6 +31,7 @@
 # kind-runtime deploys through the ServingRuntime], LOCAL_PORT [18080],
 # LOCAL_GRPC_PORT [18081], LOCAL_WEB_PORT [18000], LOCAL_PROMETHEUS_PORT [19090],
 # WAIT_TIMEOUT [600s], WEBHOOK_RETRIES [6] x WEBHOOK_RETRY_DELAY [10 s],
+# PROMETHEUS_RETRIES [12] x PROMETHEUS_RETRY_DELAY [5 s],
 # DOCKER_BUILD_ARGS, SKIP_BUILD=1, WEB=0 (no web app), KNATIVE=1, KEDA=1,
 # TEARDOWN=1, DRY_RUN=1, PYTEST [.venv/bin/pytest], PYTHON [.venv/bin/python],
 # ARTIFACTS_DIR [out/kind-e2e], and the *_VERSION pins.
@@ -62,6 +63,9 @@ WAIT_TIMEOUT="${WAIT_TIMEOUT:-600s}"
 # Bounded retries while KServe's webhooks come up (attempts, seconds between).
 WEBHOOK_RETRIES="${WEBHOOK_RETRIES:-6}"
 WEBHOOK_RETRY_DELAY="${WEBHOOK_RETRY_DELAY:-10}"
+# How long e2e asks Prometheus for the ScaledObject's metric (attempts, seconds between).
+PROMETHEUS_RETRIES="${PROMETHEUS_RETRIES:-12}"
+PROMETHEUS_RETRY_DELAY="${PROMETHEUS_RETRY_DELAY:-5}"
 PYTEST="${PYTEST:-$ROOT_DIR/.venv/bin/pytest}"
 PYTHON="${PYTHON:-$ROOT_DIR/.venv/bin/python}"
 E2E_TESTS="${E2E_TESTS:-tests/e2e}"
@@ -427,7 +431,7 @@ check_keda_signal() {
     port_forward "$LOCAL_PROMETHEUS_PORT" "$ARTIFACTS_DIR/port-forward.log" \
         kubectl --context "$KUBE_CONTEXT" -n monitoring port-forward --address 127.0.0.1 \
         svc/prometheus "$LOCAL_PROMETHEUS_PORT:9090"
-    retry 12 5 run_keda_query "$url" "$query" "$answer" \
+    retry "$PROMETHEUS_RETRIES" "$PROMETHEUS_RETRY_DELAY" run_keda_query "$url" "$query" "$answer" \
         || die "Prometheus has no series for the ScaledObject's query $query (see $answer)"
 }
 

@@ -10,11 +10,13 @@ as on a cluster. No fake reaches a network or a container engine.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from ._support import REPO_ROOT
 
@@ -148,4 +150,25 @@ def state_file(tmp_path: Path) -> Path:
 def forget_calls(tmp_path: Path) -> None:
     """Empties the calls log (the cluster stays), to look at one run's calls."""
     (tmp_path / "calls.log").write_text("")
+
+
+def kubectl(tmp_path: Path, *args: str, stdin: str | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs the fake kubectl alone on the test's cluster (as a user typing it would)."""
+    env = {**os.environ, "FAKE_CALLS": str(tmp_path / "calls.log"),
+           "FAKE_REAL_KUBECTL": shutil.which("kubectl") or ""}
+    return subprocess.run([sys.executable, str(Path(__file__).with_name("_fake_kubectl.py")),
+                           *args], input=stdin, env=env, capture_output=True, text=True,
+                          timeout=60, check=False, cwd=cwd or repo(tmp_path))
+
+
+def cluster_object(tmp_path: Path, kind: str, namespace: str | None, name: str
+                   ) -> dict[str, Any] | None:
+    """One object of the test's fake cluster, as the fake kubectl stored it."""
+    path = state_file(tmp_path)
+    if not path.exists():
+        return None
+    found: dict[str, Any] | None = json.loads(path.read_text())["objects"].get(
+        f"{kind}/{namespace or ''}/{name}")
+    return found
 
