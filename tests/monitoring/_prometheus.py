@@ -115,13 +115,6 @@ class Prometheus:
 
 def start_prometheus(workdir: Path, target: str, rule_file: Path | None = None) -> Prometheus:
     """Prometheus on a free 127.0.0.1 port scraping ``target`` (host:port) every second."""
-    import httpx
-    import yaml
-
-    from tests.support.servers import free_port
-
-    binary = need("prometheus")
-    port = free_port()
     config: dict[str, Any] = {
         "global": {"scrape_interval": f"{SCRAPE_INTERVAL_S}s",
                    "evaluation_interval": f"{SCRAPE_INTERVAL_S}s"},
@@ -134,6 +127,18 @@ def start_prometheus(workdir: Path, target: str, rule_file: Path | None = None) 
     }
     if rule_file is not None:
         config["rule_files"] = [str(rule_file)]
+    return run_prometheus(workdir, config)
+
+
+def run_prometheus(workdir: Path, config: dict[str, Any]) -> Prometheus:
+    """Prometheus with this configuration on a free 127.0.0.1 port, once it is ready."""
+    import httpx
+    import yaml
+
+    from tests.support.servers import free_port
+
+    binary = need("prometheus")
+    port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))

@@ -11,7 +11,9 @@ start to its end (about 15 s):
   the load calls for;
 - the standard-hpa overlay's CPU target, applied to the server's CPU under that load
   as Prometheus reads it, gives the replica count the HPA formula gives for the CPU the
-  kernel accounted to the process.
+  kernel accounted to the process;
+- the kind cluster's Prometheus (manifests/monitoring/kind-prometheus) keeps the
+  annotated predictor pod, labels it as the kind-keda query expects, and drops the rest.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ._prometheus import (
     of_kind,
     render,
     rule_groups,
+    run_prometheus,
     sample_value,
     start_prometheus,
 )
@@ -261,3 +264,43 @@ def test_hpa_overlay_turns_the_cpu_under_load_into_replicas(stack: Stack) -> Non
             by_prometheus, by_kernel)
     low, high = hpa["minReplicas"], hpa["maxReplicas"]
     assert low <= autoscalers.bounded(by_prometheus, 1, low, high) <= high
+
+
+# --- the Prometheus KEDA reads on kind -------------------------------------------------
+
+def test_kind_prometheus_scrapes_annotated_pods_the_way_the_keda_query_reads_them(
+        stack: Stack, tmp_path: Path) -> None:
+    # Its scrape job, with Kubernetes pod discovery replaced by two static "pods"
+    # carrying the metadata discovery would give them (Debian's Prometheus is built
+    # without Kubernetes discovery): the relabelling itself runs unchanged.
+    import httpx
+    import yaml
+
+    objects = render(MONITORING / "kind-prometheus")
+    config = yaml.safe_load(of_kind(objects, "ConfigMap")["data"]["prometheus.yml"])
+    (job,) = config["scrape_configs"]
+    assert job.pop("kubernetes_sd_configs") == [{"role": "pod"}]
+    meta = "__meta_kubernetes_pod_annotation_prometheus_io_"
+    pod = {"__meta_kubernetes_namespace": NAMESPACE, "__meta_kubernetes_pod_name": POD,
+           f"{meta}scrape": "true", f"{meta}port": str(stack.server.http_port),
+           f"{meta}path": "/metrics"}
+    web = {"__meta_kubernetes_namespace": NAMESPACE,
+           "__meta_kubernetes_pod_name": "detector-web-5c7d8f9b6-abcde"}
+    job["static_configs"] = [{"targets": ["127.0.0.1:8080"], "labels": pod},
+                             {"targets": ["127.0.0.1:8000"], "labels": web}]
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    kind_prom = run_prometheus(tmp_path / "kind-prometheus", config)
+    try:
+        assert kind_prom.scraped("detector_queue_depth"), "the annotated pod is not scraped"
+        targets = httpx.get(f"{kind_prom.url}/api/v1/targets", timeout=10).json()["data"]
+        (active,) = targets["activeTargets"]
+        assert active["labels"]["pod"] == POD
+        assert active["labels"]["namespace"] == NAMESPACE
+        assert active["scrapeUrl"] == f"http://127.0.0.1:{stack.server.http_port}/metrics"
+        assert len(targets["droppedTargets"]) == 1, "the pod without prometheus.io/scrape"
+        trigger = autoscalers.keda_trigger(_isvc("kind-keda"))
+        assert trigger.server_address.startswith("http://prometheus.monitoring.svc")
+        assert len(kind_prom.query(trigger.query)) == 1
+    finally:
+        kind_prom.stop()
+
