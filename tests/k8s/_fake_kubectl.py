@@ -263,7 +263,13 @@ def inference_service(state: dict[str, Any], new: dict[str, Any],
                           "the request: update rejected: deploymentMode cannot be changed "
                           f"from '{recorded}' to '{wanted}'")
         status = dict(old["status"])
-        if new.get("spec", {}).get("predictor") != old.get("spec", {}).get("predictor"):
+        # The traffic split is not part of a revision: changing it makes none.
+        def template(isvc: dict[str, Any]) -> dict[str, Any]:
+            predictor = dict(isvc.get("spec", {}).get("predictor", {}))
+            predictor.pop("canaryTrafficPercent", None)
+            return predictor
+
+        if template(new) != template(old):
             status["revisions"] = [*status["revisions"],
                                    f"{new['name']}-predictor-{len(status['revisions']) + 1:05d}"]
         return {**new, "status": status}
@@ -372,7 +378,9 @@ def cmd_wait(state: dict[str, Any], words: list[str], options: dict[str, str],
 
 
 def ready(state: dict[str, Any], isvc: dict[str, Any]) -> None:
-    """The InferenceService becomes Ready: the newest revision rolls out (unless a canary)."""
+    """The InferenceService becomes Ready: the newest revision counts as rolled out once
+    it gets 100 % (KServe v0.20.0, PropagateStatus in pkg/apis/serving/v1beta1/
+    inference_service_status.go), which a canary over a rolled-out revision holds off."""
     status = isvc["status"]
     knative = "services.serving.knative.dev" in state["crds"]
     if status["deploymentMode"] == "Knative" and not knative:
