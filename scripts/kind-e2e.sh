@@ -260,9 +260,9 @@ wait_ready() {
 # only on the kind node), rolled when the build changes. The grpc overlay moves REST
 # off port 80 of the predictor Service: manifests/app-grpc calls it where it is.
 write_app_kustomization() {
-    local id app=app
+    local id app="app"
     if [[ "$OVERLAY" == grpc ]]; then
-        app=app-grpc
+        app="app-grpc"
     fi
     id="$(image_id "$WEB_IMAGE")"
     write_kustomization "$APP_DIR" "$(cat <<EOF
