@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What `scripts/kind-e2e.sh up` installs into the kind cluster: cert-manager, Knative
 # Serving + Kourier, KEDA (with a Prometheus for it) and KServe, from their release
-# manifests. Sourced by
+# manifests. Each step waits for what the next one needs (CRDs Established, webhooks
+# served) as the upstream installers do; tests/k8s/test_kind_cluster_refusals.py runs
+# it against a fake cluster that refuses what a real one refuses. Sourced by
 # kind-e2e.sh, whose settings (the *_URL and *_VERSION pins, IMAGE, KUBE_CONTEXT,
 # WEBHOOK_RETRIES ...) and helpers (k, k_query, ensure_namespace, knative_mode) it
 # uses. Not meant to run on its own.
