@@ -170,3 +170,14 @@ def test_gpu_overlay_runs_the_gpu_image_when_images_are_pinned_by_digest(
     assert c["image"] == f"kserve-detector@{gpu}", f"the GPU InferenceService runs {c['image']}"
     assert "runtimeVersion" not in isvc["spec"]["predictor"]["model"]
 
+
+
+@pytest.mark.parametrize("name", ISVC_OVERLAYS)
+def test_only_the_kind_overlays_ask_for_the_demo(name: str, render: Render,
+                                                 cluster_runtime: dict[str, Any]) -> None:
+    # Issue 19, finding 5: an empty model folder stops the server unless --demo_if_empty
+    # asks for the demo. kind has no object store, so its overlays ask; nothing meant
+    # for a real cluster may (a wrong storageUri would hide behind a green probe).
+    isvc, own = _overlay(render, name)
+    args = predictor_container(isvc, own + [cluster_runtime])["args"]
+    assert ("--demo_if_empty" in args) == name.startswith("kind"), args
