@@ -1,5 +1,5 @@
-"""What each release manifest the kind script applies holds, as far as the fake kubectl
-(_fake_kubectl.py) needs it: CRDs, namespaces, Deployments, ConfigMaps, admission
+"""What each release manifest the kind script applies holds, as far as the fake cluster
+(_fake_cluster.py) needs it: CRDs, namespaces, Deployments, ConfigMaps, admission
 webhooks and the custom objects that depend on them, in file order.
 
 Read from the releases' sources (the files themselves are not downloadable here):
