@@ -18,7 +18,7 @@ WEB_IMAGE ?= $(IMAGE)-web
 DOCKER_RUN_ARGS ?=
 
 .PHONY: install run web demo audit test test-unit test-integration test-browser test-container \
-        test-k8s lint bench bench-web image image-web image-run web-image-run kind-up deploy e2e \
+        test-k8s test-monitoring lint bench bench-web image image-web image-run web-image-run kind-up deploy e2e \
         kind-down clean proto
 
 install: $(STAMP)
@@ -81,6 +81,9 @@ web-image-run: image-web  ## the web image on 127.0.0.1:$(WEB_PORT), calling `ma
 
 test-k8s: install  ## manifests against the kserve/kubernetes API models, scripts: no cluster needed
 	$(BIN)/python -m pytest -m k8s tests/k8s $(PYTEST_ARGS)
+
+test-monitoring: install  ## alerts (promtool), dashboard and autoscaling queries on a real Prometheus (apt-get install prometheus)
+	$(BIN)/python -m pytest -m monitoring tests/monitoring $(PYTEST_ARGS)
 
 kind-up:  ## kind cluster + cert-manager + KServe (Standard mode)
 	scripts/kind-e2e.sh up

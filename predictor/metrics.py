@@ -9,6 +9,9 @@
 | detector_images_total | counter | images run by the model (rate() gives images/s) |
 | detector_rejected_requests_total | counter | requests refused, by reason |
 | detector_gpu_memory_bytes | gauge | CUDA memory allocated by the model process |
+| detector_gpu_memory_total_bytes | gauge | memory of the CUDA device the model runs on |
+| detector_queue_capacity | gauge | images the queue holds before refusing (--max_queue_size) |
+| detector_model_info | gauge | 1, labelled with the served model's name and version |
 """
 
 from __future__ import annotations
@@ -41,14 +44,30 @@ class Metrics:
                                 ["reason"], registry=registry)
         self.gpu_memory = Gauge("detector_gpu_memory_bytes",
                                 "CUDA memory allocated by this process", registry=registry)
+        # For the alerts and the dashboard (manifests/monitoring): limits and the model
+        # version as series, so that a rule needs no copy of a flag's value.
+        self.gpu_memory_total = Gauge("detector_gpu_memory_total_bytes",
+                                      "Memory of the CUDA device the model runs on",
+                                      registry=registry)
+        self.queue_capacity = Gauge("detector_queue_capacity",
+                                    "Images the queue holds before refusing (--max_queue_size)",
+                                    registry=registry)
+        self.model_info = Gauge("detector_model_info", "The served model (always 1)",
+                                ["model", "version"], registry=registry)
 
     def track_queue(self, depth: Callable[[], int]) -> None:
         """Reads the queue depth at scrape time."""
         self.queue_depth.set_function(lambda: float(depth()))
 
-    def track_gpu_memory(self, allocated: Callable[[], int]) -> None:
-        """Reads device memory at scrape time."""
+    def track_gpu_memory(self, allocated: Callable[[], int], total: int = 0) -> None:
+        """Reads device memory at scrape time; ``total`` is the device's size."""
         self.gpu_memory.set_function(lambda: float(allocated()))
+        self.gpu_memory_total.set(total)
+
+    def model_loaded(self, model: str, version: str, queue_capacity: int) -> None:
+        """Records what is served and how many images may wait (once, after load)."""
+        self.model_info.labels(model=model, version=version).set(1)
+        self.queue_capacity.set(queue_capacity)
 
     def observe_batch(self, stats: BatchStats) -> None:
         """Batcher observer: records one batch."""

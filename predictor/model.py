@@ -97,10 +97,13 @@ class DetectionModel(Model):  # type: ignore[misc]
         self.load_seconds = time.perf_counter() - start
         if self.metrics is not None:
             self.metrics.track_queue(lambda: self.batcher.depth)
+            self.metrics.model_loaded(self.name, self.version,
+                                      self.config.batching.max_queue_size)
             if self.runner.device.type == "cuda":
                 import torch
 
-                self.metrics.track_gpu_memory(torch.cuda.memory_allocated)
+                total = torch.cuda.get_device_properties(self.runner.device).total_memory
+                self.metrics.track_gpu_memory(torch.cuda.memory_allocated, total)
         log.info("model %s version %s ready in %.1f s", self.name, self.version,
                  self.load_seconds)
         self.ready = True

@@ -8,11 +8,13 @@
 # Usage: scripts/kind-e2e.sh [--dry-run] up|deploy|e2e|down|all
 #
 #   up      create the kind cluster if missing; install cert-manager, KServe
-#           (Standard mode) and, with KNATIVE=1, Knative Serving + Kourier
+#           (Standard mode) and, with KNATIVE=1, Knative Serving + Kourier; with
+#           KEDA=1, KEDA and a Prometheus for it
 #   deploy  build the predictor and web images, kind load them, apply the overlay,
 #           wait for Ready, apply the web app, wait for its rollout
 #   e2e     port-forward the predictor (REST, gRPC) and the web app; run pytest on
-#           tests/e2e, then the app's /healthz and /api/detect with one picture
+#           tests/e2e, then the app's /healthz and /api/detect with one picture;
+#           with the kind-keda overlay, ask Prometheus the ScaledObject's query
 #   down    delete the kind cluster
 #   all     up, deploy, e2e (then down when TEARDOWN=1)
 #
@@ -25,9 +27,11 @@
 # Environment (defaults in brackets): CLUSTER_NAME [kserve-detector],
 # NAMESPACE [kserve-detector], ISVC_NAME / MODEL_NAME [detector],
 # IMAGE [kserve-detector:0.1.0], WEB_IMAGE [kserve-detector-web:0.1.0],
-# OVERLAY [kind, or kind-knative with KNATIVE=1; kind-runtime deploys through the
-# ServingRuntime], LOCAL_PORT [18080], LOCAL_GRPC_PORT [18081], LOCAL_WEB_PORT
-# [18000], WAIT_TIMEOUT [600s], WEBHOOK_RETRIES [6] x WEBHOOK_RETRY_DELAY [10 s],
+# OVERLAY [kind; kind-keda with KEDA=1, else kind-knative with KNATIVE=1;
+# kind-runtime deploys through the ServingRuntime], LOCAL_PORT [18080],
+# LOCAL_GRPC_PORT [18081], LOCAL_WEB_PORT [18000], LOCAL_PROMETHEUS_PORT [19090],
+# WAIT_TIMEOUT [600s], WEBHOOK_RETRIES [6] x WEBHOOK_RETRY_DELAY [10 s],
+# PROMETHEUS_RETRIES [12] x PROMETHEUS_RETRY_DELAY [5 s],
 # DOCKER_BUILD_ARGS, SKIP_BUILD=1, WEB=0 (no web app), KNATIVE=1, KEDA=1,
 # TEARDOWN=1, DRY_RUN=1, PYTEST [.venv/bin/pytest], PYTHON [.venv/bin/python],
 # ARTIFACTS_DIR [out/kind-e2e], and the *_VERSION pins.
@@ -53,11 +57,15 @@ OVERLAY="${OVERLAY:-}"
 LOCAL_PORT="${LOCAL_PORT:-18080}"
 LOCAL_GRPC_PORT="${LOCAL_GRPC_PORT:-18081}"
 LOCAL_WEB_PORT="${LOCAL_WEB_PORT:-18000}"
+LOCAL_PROMETHEUS_PORT="${LOCAL_PROMETHEUS_PORT:-19090}"
 GRPC_PORT="${GRPC_PORT:-8081}"
 WAIT_TIMEOUT="${WAIT_TIMEOUT:-600s}"
 # Bounded retries while KServe's webhooks come up (attempts, seconds between).
 WEBHOOK_RETRIES="${WEBHOOK_RETRIES:-6}"
 WEBHOOK_RETRY_DELAY="${WEBHOOK_RETRY_DELAY:-10}"
+# How long e2e asks Prometheus for the ScaledObject's metric (attempts, seconds between).
+PROMETHEUS_RETRIES="${PROMETHEUS_RETRIES:-12}"
+PROMETHEUS_RETRY_DELAY="${PROMETHEUS_RETRY_DELAY:-5}"
 PYTEST="${PYTEST:-$ROOT_DIR/.venv/bin/pytest}"
 PYTHON="${PYTHON:-$ROOT_DIR/.venv/bin/python}"
 E2E_TESTS="${E2E_TESTS:-tests/e2e}"
@@ -84,10 +92,12 @@ KEDA_VERSION="${KEDA_VERSION:-2.18.0}"
 
 GH="https://github.com"
 CERT_MANAGER_URL="${CERT_MANAGER_URL:-$GH/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml}"
+KSERVE_CRDS_URL="${KSERVE_CRDS_URL:-$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-crds.yaml}"
 KSERVE_URL="${KSERVE_URL:-$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml}"
 KSERVE_RESOURCES_URL="${KSERVE_RESOURCES_URL:-$GH/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml}"
 KNATIVE_BASE_URL="$GH/knative/serving/releases/download/knative-v$KNATIVE_VERSION"
-KOURIER_URL="${KOURIER_URL:-$GH/knative/net-kourier/releases/download/knative-v$KOURIER_VERSION/kourier.yaml}"
+# net-kourier moved from the knative to the knative-extensions organisation.
+KOURIER_URL="${KOURIER_URL:-$GH/knative-extensions/net-kourier/releases/download/knative-v$KOURIER_VERSION/kourier.yaml}"
 KEDA_URL="${KEDA_URL:-$GH/kedacore/keda/releases/download/v$KEDA_VERSION/keda-$KEDA_VERSION.yaml}"
 
 # --- state for the exit trap ---------------------------------------------------------
@@ -98,9 +108,13 @@ COMMAND=""
 # image_registry, load_image_archive, write_kustomization
 # shellcheck source=k8s-lib.sh disable=SC1091
 source "$ROOT_DIR/scripts/k8s-lib.sh"
-# install_cert_manager, install_knative, install_keda, install_kserve
+# install_cert_manager, install_knative, install_keda, install_kind_prometheus,
+# install_kserve
 # shellcheck source=kind-install.sh disable=SC1091
 source "$ROOT_DIR/scripts/kind-install.sh"
+# check_web, check_keda_signal, dump_diagnostics
+# shellcheck source=kind-checks.sh disable=SC1091
+source "$ROOT_DIR/scripts/kind-checks.sh"
 
 usage() {
     sed -n '3,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
@@ -122,6 +136,9 @@ cluster_exists() {
 
 knative_mode() { is_true "$KNATIVE"; }
 web_enabled() { is_true "$WEB"; }
+# The overlay deployed runs in Knative mode (what the port-forwards depend on).
+overlay_is_knative() { [[ "$OVERLAY" == *knative* ]]; }
+overlay_is_keda() { [[ "$OVERLAY" == *keda* ]]; }
 
 # Idempotent, unlike a bare `kubectl create namespace`.
 ensure_namespace() {
@@ -160,6 +177,7 @@ cmd_up() {
     fi
     if is_true "$KEDA"; then
         install_keda
+        install_kind_prometheus
     fi
     install_kserve
     log "cluster ready: kubectl --context $KUBE_CONTEXT get pods -A"
@@ -243,9 +261,13 @@ wait_ready() {
 }
 
 # manifests/app in our namespace with the web image we built, never pulled (it is
-# only on the kind node), rolled when the build changes.
+# only on the kind node), rolled when the build changes. The grpc overlay moves REST
+# off port 80 of the predictor Service: manifests/app-grpc calls it where it is.
 write_app_kustomization() {
-    local id
+    local id app="app"
+    if [[ "$OVERLAY" == grpc ]]; then
+        app="app-grpc"
+    fi
     id="$(image_id "$WEB_IMAGE")"
     write_kustomization "$APP_DIR" "$(cat <<EOF
 # Generated by scripts/kind-e2e.sh; safe to delete.
@@ -253,7 +275,7 @@ apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 namespace: $NAMESPACE
 resources:
-  - ../../manifests/app
+  - ../../manifests/$app
 images:
   - name: kserve-detector-web
     newName: ${WEB_IMAGE%:*}
@@ -338,7 +360,7 @@ forward_predictor() {
     pod="$(predictor_pod)"
     [[ -n "$pod" ]] || die "no running predictor pod for InferenceService '$ISVC_NAME' in '$NAMESPACE'"
     log "port-forward: predictor to 127.0.0.1:$LOCAL_PORT (REST) and :$LOCAL_GRPC_PORT (gRPC)"
-    if knative_mode; then
+    if overlay_is_knative; then
         # A Knative predictor Service is an ExternalName to the ingress, and a
         # revision serves one port: talk to the pod, where both listen.
         forward "pod/$pod" "$LOCAL_PORT:8080"
@@ -352,19 +374,6 @@ forward_predictor() {
     [[ -n "$grpc" ]] || die "Service $ISVC_NAME-predictor has no h2c port, so gRPC is unreachable through it: the predictor must declare containerPort $GRPC_PORT named h2c"
     forward "svc/$ISVC_NAME-predictor" "$LOCAL_PORT:$http"
     forward "svc/$ISVC_NAME-predictor" "$LOCAL_GRPC_PORT:$grpc"
-}
-
-# The web app through its Service: /healthz, then one picture through /api/detect.
-check_web() {
-    local url="http://127.0.0.1:$LOCAL_WEB_PORT" pictures="$ARTIFACTS_DIR/web-picture"
-    log "web app: $url/healthz, and $url/api/detect with one picture"
-    forward "svc/$WEB_NAME" "$LOCAL_WEB_PORT:80"
-    # demo/ is a tool beside the installed packages: run it from the repository's root.
-    (cd "$ROOT_DIR" && run "$PYTHON" -m demo.synthetic --count 1 --seed 7 --out "$pictures")
-    run curl -fsS --max-time 30 -o "$ARTIFACTS_DIR/web-healthz.json" "$url/healthz"
-    run curl -fsS --max-time 120 -F "file=@$pictures/images/000000.png;type=image/png" \
-        -o "$ARTIFACTS_DIR/web-detect.json" "$url/api/detect"
-    run "$PYTHON" "$ROOT_DIR/scripts/check-web-answer.py" "$ARTIFACTS_DIR/web-detect.json" 1
 }
 
 cmd_e2e() {
@@ -394,6 +403,9 @@ cmd_e2e() {
     if web_enabled; then
         check_web
     fi
+    if overlay_is_keda; then
+        check_keda_signal
+    fi
     stop_port_forwards
 }
 
@@ -402,34 +414,6 @@ cmd_down() {
     need kind
     log "down: delete kind cluster '$CLUSTER_NAME'"
     run kind delete cluster --name "$CLUSTER_NAME"
-}
-
-# --- diagnostics -----------------------------------------------------------------------
-dump_diagnostics() {
-    local file selector="serving.kserve.io/inferenceservice=$ISVC_NAME"
-    mkdir -p "$ARTIFACTS_DIR"
-    file="$ARTIFACTS_DIR/diagnostics-$(date +%Y%m%d-%H%M%S).txt"
-    echo "==> diagnostics (also in $file)" >&2
-    {
-        local cmd
-        for cmd in \
-            "-n $NAMESPACE get inferenceservice $ISVC_NAME -o yaml" \
-            "-n $NAMESPACE get pods,svc,deployments,hpa -o wide" \
-            "-n $NAMESPACE get servingruntimes -o yaml" \
-            "-n $NAMESPACE describe pods -l $selector" \
-            "-n $NAMESPACE logs -l $selector --all-containers --prefix --tail=300" \
-            "-n $NAMESPACE logs -l $selector --all-containers --prefix --tail=100 --previous" \
-            "-n $NAMESPACE describe deployment $WEB_NAME" \
-            "-n $NAMESPACE logs deployment/$WEB_NAME --tail=200" \
-            "-n $NAMESPACE get events --sort-by=.lastTimestamp" \
-            "-n kserve get pods -o wide" \
-            "-n kserve logs deployment/kserve-controller-manager --tail=200"; do
-            echo "---- kubectl $cmd"
-            # Word splitting is intended: each entry is a kubectl argument list.
-            # shellcheck disable=SC2086
-            kubectl --context "$KUBE_CONTEXT" $cmd 2>&1 || true
-        done
-    } | tee "$file" >&2
 }
 
 on_exit() {
@@ -475,7 +459,9 @@ main() {
     fi
     if [[ -z "$OVERLAY" ]]; then
         OVERLAY=kind
-        if knative_mode; then
+        if is_true "$KEDA"; then
+            OVERLAY=kind-keda
+        elif knative_mode; then
             OVERLAY=kind-knative
         fi
     fi

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # What `scripts/kind-e2e.sh up` installs into the kind cluster: cert-manager, Knative
-# Serving + Kourier, KEDA and KServe, from their release manifests. Sourced by
+# Serving + Kourier, KEDA (with a Prometheus for it) and KServe, from their release
+# manifests. Each step waits for what the next one needs (CRDs Established, webhooks
+# served) as the upstream installers do; tests/k8s/test_kind_cluster_refusals.py runs
+# it against a fake cluster that refuses what a real one refuses. Sourced by
 # kind-e2e.sh, whose settings (the *_URL and *_VERSION pins, IMAGE, KUBE_CONTEXT,
 # WEBHOOK_RETRIES ...) and helpers (k, k_query, ensure_namespace, knative_mode) it
 # uses. Not meant to run on its own.
@@ -15,10 +18,20 @@ install_cert_manager() {
 install_knative() {
     log "knative serving $KNATIVE_VERSION + kourier $KOURIER_VERSION"
     k apply -f "$KNATIVE_BASE_URL/serving-crds.yaml"
-    k wait --for=condition=Established crd/services.serving.knative.dev --timeout=60s
+    # Every Knative CRD (the queue-proxy Image that serving-core.yaml creates included)
+    # carries knative.dev/crd-install=true (knative/serving knative-v1.21.1,
+    # config/core/300-resources/*.yaml, 300-imagecache.yaml).
+    k wait --for=condition=Established crd -l knative.dev/crd-install=true --timeout=60s
     k apply -f "$KNATIVE_BASE_URL/serving-core.yaml"
     k apply -f "$KOURIER_URL"
-    k -n knative-serving patch configmap/config-network --type merge \
+    # Before any patch: config-network and config-deployment are checked by the
+    # webhook config.webhook.serving.knative.dev (failurePolicy Fail; knative/serving
+    # knative-v1.21.1 config/core/webhooks/configmap-validation.yaml), which refuses
+    # every change until its Deployment serves (knative/serving#13665).
+    k -n knative-serving wait --for=condition=Available deployment --all --timeout=300s
+    k -n kourier-system wait --for=condition=Available deployment --all --timeout=300s
+    retry "$WEBHOOK_RETRIES" "$WEBHOOK_RETRY_DELAY" \
+        k -n knative-serving patch configmap/config-network --type merge \
         -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
     # The image exists only on the kind node: Knative must not resolve its tag to a
     # digest in a registry. Knative compares the *parsed* registry, and a name with
@@ -30,16 +43,24 @@ install_knative() {
     if [[ ",$skip," != *",$registry,"* ]]; then
         skip="$skip,$registry"
     fi
-    k -n knative-serving patch configmap/config-deployment --type merge \
+    retry "$WEBHOOK_RETRIES" "$WEBHOOK_RETRY_DELAY" \
+        k -n knative-serving patch configmap/config-deployment --type merge \
         -p "{\"data\":{\"registries-skipping-tag-resolving\":\"$skip\"}}"
-    k -n knative-serving wait --for=condition=Available deployment --all --timeout=300s
-    k -n kourier-system wait --for=condition=Available deployment --all --timeout=300s
 }
 
 install_keda() {
     log "keda $KEDA_VERSION"
     k apply --server-side --force-conflicts -f "$KEDA_URL"
     k -n keda wait --for=condition=Available deployment --all --timeout=300s
+}
+
+# What the ScaledObject reads its metric from on kind: a small Prometheus that scrapes
+# pods by their prometheus.io/* annotations (manifests/monitoring/kind-prometheus), at
+# the serverAddress the kind-keda overlay names.
+install_kind_prometheus() {
+    log "prometheus for KEDA (manifests/monitoring/kind-prometheus)"
+    k apply -k "$ROOT_DIR/manifests/monitoring/kind-prometheus"
+    k -n monitoring wait --for=condition=Available deployment/prometheus --timeout=300s
 }
 
 install_kserve() {
@@ -52,7 +73,21 @@ install_kserve() {
     # it since v0.17: hack/release/generate-install.sh): create it first, as
     # KServe's quick-install does.
     ensure_namespace kserve
+    # CRDs first, Established, then the rest: kserve.yaml carries the
+    # ClusterStorageContainer CRD *and* ClusterStorageContainer/default, and kubectl
+    # resolves every object's kind before creating any, so in one apply the object
+    # finds no kind. kserve-crds.yaml is config/crd/full (the release script,
+    # hack/release/generate-install.sh); KServe's installer applies it and waits for
+    # these CRDs before the controllers (v0.20.0 hack/setup/infra/
+    # manage.kserve-kustomize.sh, wait_for_crds in hack/setup/common.sh).
     # Server-side apply: the CRDs are too large for the last-applied annotation.
+    k apply --server-side --force-conflicts -f "$KSERVE_CRDS_URL"
+    local crd crds=()
+    for crd in inferenceservices trainedmodels clusterservingruntimes servingruntimes \
+        inferencegraphs clusterstoragecontainers; do
+        crds+=("crd/$crd.serving.kserve.io")
+    done
+    k wait --for=condition=Established --timeout=60s "${crds[@]}"
     k apply --server-side --force-conflicts -f "$KSERVE_URL"
     # The cluster resources hold ClusterServingRuntimes (checked by
     # kserve-controller-manager's webhook) and LLMInferenceServiceConfigs (checked

@@ -1,17 +1,22 @@
 """Fake docker, kind, kubectl, curl and pytest for running scripts/kind-e2e.sh here.
 
 Each fake appends its command line to ``$FAKE_CALLS`` and answers the few queries the
-script reads, steered by ``FAKE_*`` variables. ``kubectl port-forward`` really listens
+script reads, steered by ``FAKE_*`` variables. kubectl is the stateful stand-in in
+_fake_kubectl.py (its cluster lives beside ``$FAKE_CALLS``, so successive runs in one
+test see the same cluster). ``kubectl port-forward`` really listens
 on its local port (a small Python process), so the script's wait for the forward works
 as on a cluster. No fake reaches a network or a container engine.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from ._support import REPO_ROOT
 
@@ -33,47 +38,10 @@ fi
 exit 0
 """
 
-# FAKE_FAIL: fail any call containing it; FAKE_FAIL_TIMES: only that many times.
-# FAKE_MISSING_NAMESPACES: `get namespace X` fails for those (space-separated).
-# FAKE_SERVICE_PORTS: "name=port ..." of the predictor Service.
+# The kubectl stand-in is a program (_fake_kubectl.py): it keeps the cluster's state
+# and refuses what the real kubectl and API server refuse where the script's bugs lived.
 FAKE_KUBECTL = """#!/bin/sh
-echo "kubectl $*" >> "$FAKE_CALLS"
-if [ -n "${FAKE_FAIL:-}" ]; then
-    case "$*" in *"$FAKE_FAIL"*)
-        count_file="$FAKE_CALLS.failures"
-        failed=$(cat "$count_file" 2>/dev/null || echo 0)
-        if [ -z "${FAKE_FAIL_TIMES:-}" ] || [ "$failed" -lt "$FAKE_FAIL_TIMES" ]; then
-            echo $((failed + 1)) > "$count_file"
-            echo "fake kubectl: failing on purpose" >&2
-            exit 1
-        fi ;;
-    esac
-fi
-case "$*" in
-    *"get --raw /version"*)
-        printf '{\\n  "major": "1",\\n  "minor": "%s"\\n}\\n' "${FAKE_MINOR:-34}" ;;
-    *" get namespace "*)
-        for ns in ${FAKE_MISSING_NAMESPACES:-}; do
-            case "$*" in *"get namespace $ns"*) exit 1 ;; esac
-        done ;;
-    *" get pods "*)
-        echo "detector-predictor-7d9f8b6c5d-x2x4q" ;;
-    *"get svc/"*"-o jsonpath="*)
-        for pair in ${FAKE_SERVICE_PORTS:-http1=80 h2c=8081}; do
-            case "$*" in *"name==\\"${pair%%=*}\\""*) printf '%s' "${pair#*=}" ;; esac
-        done ;;
-    *" port-forward "*)
-        for last in "$@"; do :; done
-        exec "$FAKE_PYTHON" -c '
-import socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen()
-time.sleep(120)
-' "${last%%:*}" ;;
-esac
-exit 0
+exec "$FAKE_PYTHON" "$FAKE_KUBECTL_PY" "$@"
 """
 
 # FAKE_SAVE_PLATFORM=1: this docker's `image save` knows --platform (Docker >= 28).
@@ -91,15 +59,20 @@ esac
 exit 0
 """
 
-# FAKE_WEB_ANSWER: the body POST /api/detect returns.
+# FAKE_WEB_ANSWER: the body POST /api/detect returns; FAKE_PROM_ANSWER: Prometheus's
+# answer to a query.
 FAKE_CURL = """#!/bin/sh
 echo "curl $*" >> "$FAKE_CALLS"
 out=""; prev=""
 for arg in "$@"; do [ "$prev" = "-o" ] && out="$arg"; prev="$arg"; done
 answer='{"results": [{"detections": []}]}'
 if [ -n "${FAKE_WEB_ANSWER:-}" ]; then answer="$FAKE_WEB_ANSWER"; fi
+prom='{"status": "success", "data": {"resultType": "vector",
+ "result": [{"metric": {}, "value": [1, "3"]}]}}'
+if [ -n "${FAKE_PROM_ANSWER:-}" ]; then prom="$FAKE_PROM_ANSWER"; fi
 case "$*" in
     *"/api/detect"*) printf '%s' "$answer" > "$out" ;;
+    *"/api/v1/query"*) printf '%s' "$prom" > "$out" ;;
     *) printf '{"status": "ok"}' > "$out" ;;
 esac
 exit 0
@@ -146,6 +119,8 @@ def run_script(tmp_path: Path, *args: str, tools: dict[str, str] | None = None,
         "LANG": "C",
         "FAKE_CALLS": str(tmp_path / "calls.log"),
         "FAKE_PYTHON": sys.executable,
+        "FAKE_KUBECTL_PY": str(Path(__file__).with_name("_fake_kubectl.py")),
+        "FAKE_REAL_KUBECTL": shutil.which("kubectl") or "",
         "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
         **env,
     }
@@ -165,3 +140,35 @@ def first_line_with(lines: list[str], needle: str) -> int:
         if needle in line:
             return i
     raise AssertionError(f"no step mentions {needle!r}:\n" + "\n".join(lines))
+
+
+def state_file(tmp_path: Path) -> Path:
+    """Where the fake kubectl keeps the test's cluster (beside the calls log)."""
+    return tmp_path / "calls.log.state.json"
+
+
+def forget_calls(tmp_path: Path) -> None:
+    """Empties the calls log (the cluster stays), to look at one run's calls."""
+    (tmp_path / "calls.log").write_text("")
+
+
+def kubectl(tmp_path: Path, *args: str, stdin: str | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs the fake kubectl alone on the test's cluster (as a user typing it would)."""
+    env = {**os.environ, "FAKE_CALLS": str(tmp_path / "calls.log"),
+           "FAKE_REAL_KUBECTL": shutil.which("kubectl") or ""}
+    return subprocess.run([sys.executable, str(Path(__file__).with_name("_fake_kubectl.py")),
+                           *args], input=stdin, env=env, capture_output=True, text=True,
+                          timeout=60, check=False, cwd=cwd or repo(tmp_path))
+
+
+def cluster_object(tmp_path: Path, kind: str, namespace: str | None, name: str
+                   ) -> dict[str, Any] | None:
+    """One object of the test's fake cluster, as the fake kubectl stored it."""
+    path = state_file(tmp_path)
+    if not path.exists():
+        return None
+    found: dict[str, Any] | None = json.loads(path.read_text())["objects"].get(
+        f"{kind}/{namespace or ''}/{name}")
+    return found
+

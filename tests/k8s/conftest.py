@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ._fakes import SUCCEEDING_TOOLS, run_script, state_file
 from ._support import ISVC_OVERLAYS, MANIFESTS, OVERLAYS_DIR, of_kind, only_isvc, render_dir
 
 Render = Callable[[str | Path], list[dict[str, Any]]]
@@ -56,3 +57,29 @@ def api_errors() -> Callable[[dict[str, Any]], list[str]]:
     from ._models import validate
 
     return validate
+
+
+@pytest.fixture(scope="session")
+def _installed_states(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], str]:
+    """The fake cluster after `scripts/kind-e2e.sh up`, per flavour (each run once)."""
+    cache: dict[str, str] = {}
+    settings = {"standard": {}, "knative": {"KNATIVE": "1"}, "keda": {"KEDA": "1"}}
+
+    def state(flavour: str) -> str:
+        if flavour not in cache:
+            folder = tmp_path_factory.mktemp(f"cluster-{flavour}")
+            proc = run_script(folder, "up", tools=SUCCEEDING_TOOLS,
+                              FAKE_CLUSTERS="kserve-detector", **settings[flavour])
+            assert proc.returncode == 0, proc.stderr
+            cache[flavour] = state_file(folder).read_text()
+        return cache[flavour]
+    return state
+
+
+@pytest.fixture
+def installed(tmp_path: Path, _installed_states: Callable[[str], str]) -> Callable[[str], None]:
+    """Puts the test's fake cluster where `up` (standard, knative or keda) leaves it."""
+    def install(flavour: str = "standard") -> None:
+        state_file(tmp_path).write_text(_installed_states(flavour))
+    return install
+

@@ -10,11 +10,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from ._kserve import mode, predictor_container
-from ._support import MANIFESTS, REPO_ROOT, only_isvc
+from ._support import ISVC_OVERLAYS, MANIFESTS, OVERLAYS_DIR, REPO_ROOT, only_isvc
 
 pytestmark = pytest.mark.k8s
 
@@ -122,3 +123,40 @@ def test_app_calls_the_inference_service_in_its_namespace(
                       if a.startswith("--model_name="))
     assert env["DETECT_CLIENT_MODEL"] == model_name
     assert env["DETECT_CLIENT_PROTOCOL"] in {"v1", "v2"}
+
+
+def _service_ports(c: dict[str, Any]) -> dict[int, str]:
+    """Service port -> container port name, as KServe v0.20.0 makes them in Standard
+    mode: the first container port on 80, the others on their own number
+    (reconcilers/service/service_reconciler.go)."""
+    first, *rest = c["ports"]
+    return {80: first["name"], **{p["containerPort"]: p["name"] for p in rest}}
+
+
+@pytest.mark.parametrize("overlay", ISVC_OVERLAYS)
+def test_web_app_never_sends_rest_to_the_grpc_port(overlay: str, render: Render) -> None:
+    # Issue 19, finding 7: the grpc overlay puts h2c on port 80, where the app sent REST.
+    objects = render(OVERLAYS_DIR / overlay)
+    isvc = only_isvc(objects)
+    if mode(isvc) != "Standard":
+        return
+    cluster = [o for o in render(MANIFESTS / "runtime") if o["kind"] == "ClusterServingRuntime"]
+    own = [o for o in objects if o["kind"] == "ServingRuntime"]
+    predictor = predictor_container(isvc, own + cluster)
+    app_dir = "app-grpc" if overlay == "grpc" else "app"
+    deployment = next(o for o in render(MANIFESTS / app_dir) if o["kind"] == "Deployment")
+    (web,) = deployment["spec"]["template"]["spec"]["containers"]
+    url = urlsplit(_expand(web["env"], {"metadata.namespace": "ns-x"})["DETECT_CLIENT_URL"])
+    assert url.hostname == f"{isvc['metadata']['name']}-predictor.ns-x.svc.cluster.local"
+    port = url.port or 80
+    assert _service_ports(predictor).get(port) == "http1", (
+        f"with overlays/{overlay}, manifests/{app_dir} sends REST to Service port {port}, "
+        f"which is {_service_ports(predictor).get(port)!r}")
+
+
+def test_kind_script_deploys_the_app_that_matches_the_grpc_overlay(tmp_path: Path) -> None:
+    from ._fakes import run_script
+
+    proc = run_script(tmp_path, "--dry-run", "deploy", OVERLAY="grpc")
+    assert proc.returncode == 0, proc.stderr
+    assert "  - ../../manifests/app-grpc\n" in proc.stdout

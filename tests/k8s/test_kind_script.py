@@ -33,6 +33,9 @@ def test_dry_run_prints_every_step_in_order_and_runs_nothing(tmp_path: Path) -> 
         "cert-manager/releases/download/v1.17.0/cert-manager.yaml",
         # Finding 1: kserve.yaml carries no Namespace since v0.17.
         "create namespace kserve",
+        # Issue 19, finding 1: CRDs Established before the objects that use them.
+        "kserve/releases/download/v0.20.0/kserve-crds.yaml",
+        "wait --for=condition=Established --timeout=60s crd/inferenceservices.serving.kserve.io",
         "kserve/releases/download/v0.20.0/kserve.yaml",
         # Finding 2: every controller (and its webhook) up before the cluster resources.
         "-n kserve wait --for=condition=Available deployment --all",
@@ -124,7 +127,7 @@ def _render_generated(tmp_path: Path, render: Any, name: str, content: str) -> l
     return render(folder)  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("overlay", ["kind", "kind-knative", "kind-runtime", "keda"])
+@pytest.mark.parametrize("overlay", ["kind", "kind-knative", "kind-runtime", "kind-keda", "keda"])
 def test_generated_deploy_kustomization_renders_what_the_script_tests(
         tmp_path: Path, overlay: str, render: Any, api_errors: Errors) -> None:
     image = "registry.example.com/team/detector:1.2.3"
@@ -178,10 +181,15 @@ def test_knative_flag_installs_knative_before_kserve(tmp_path: Path) -> None:
     proc = run_script(tmp_path, "--dry-run", "up", KNATIVE="1")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
+    crds = first_line_with(lines, "serving/releases/download/knative-v1.21.1/serving-crds")
+    established = first_line_with(lines, "crd -l knative.dev/crd-install=true")
     knative = first_line_with(lines, "serving/releases/download/knative-v1.21.1/serving-core")
     kourier = first_line_with(lines, "net-kourier")
+    # Issue 19, finding 2: the webhook serves before its ConfigMaps are patched.
+    webhook = first_line_with(lines, "-n knative-serving wait --for=condition=Available")
+    patch = first_line_with(lines, "patch configmap/config-network")
     kserve = first_line_with(lines, "kserve/releases/download/v0.20.0/kserve.yaml")
-    assert knative < kourier < kserve
+    assert crds < established < knative < kourier < webhook < patch < kserve
     assert '\\"defaultDeploymentMode\\":\\"Knative\\"' in proc.stdout
     deploy = run_script(tmp_path, "--dry-run", "deploy", KNATIVE="1")
     assert "manifests/overlays/kind-knative" in deploy.stdout

@@ -26,7 +26,8 @@ Render = Callable[[str | Path], list[dict[str, Any]]]
 # renaming one breaks a documented command.
 DOCUMENTED_OVERLAYS = {"kind", "kind-knative", "kind-runtime", "gpu", "grpc", "knative",
                        "knative-scale-to-zero", "knative-canary", "standard-hpa", "keda",
-                       "storage-uri", "model", "model-gpu", "runtime-namespaced"}
+                       "storage-uri", "model", "model-gpu", "runtime-namespaced",
+                       "knative-model", "kind-keda"}
 
 
 def test_documented_overlays_exist() -> None:
@@ -66,6 +67,7 @@ def test_runtime_overlay_renders_a_namespaced_runtime(name: str, render: Render)
     ("model", ["InferenceService"]),
     ("runtime", ["ClusterServingRuntime"]),
     ("app", ["Deployment", "Service"]),
+    ("app-grpc", ["Deployment", "Service"]),
 ])
 def test_bases_render_what_they_promise(directory: str, kinds: list[str],
                                         render: Render) -> None:

@@ -7,6 +7,7 @@ the runtime, the overlays that use it, and the Knative canary.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,8 @@ def test_namespaced_runtime_is_the_cluster_one_in_a_namespace(
 
 @pytest.mark.parametrize(("name", "kind", "runtime"), [
     ("model", "ClusterServingRuntime", "kserve-detector"),
-    ("model-gpu", "ClusterServingRuntime", "kserve-detector"),
+    ("model-gpu", "ServingRuntime", "kserve-detector-gpu"),
+    ("knative-model", "ServingRuntime", "kserve-detector-knative"),
     ("kind-runtime", "ServingRuntime", "kserve-detector"),
     ("knative-canary", "ServingRuntime", "kserve-detector-knative"),
 ])
@@ -112,7 +114,8 @@ def test_runtimes_that_share_a_namespace_never_tie(render: Render) -> None:
     # auto-selects the same format at the same priority
     # (pkg/webhook/admission/servingruntime/servingruntime_webhook.go).
     namespaced = of_kind(render(OVERLAYS_DIR / "runtime-namespaced"), "ServingRuntime") + \
-        of_kind(render(OVERLAYS_DIR / "knative-canary"), "ServingRuntime")
+        of_kind(render(OVERLAYS_DIR / "knative-canary"), "ServingRuntime") + \
+        of_kind(render(OVERLAYS_DIR / "model-gpu"), "ServingRuntime")
     claims = [(f["name"], f.get("version"), f.get("priority"))
               for rt in namespaced for f in rt["spec"]["supportedModelFormats"]
               if f.get("autoSelect")]
@@ -142,3 +145,39 @@ def test_canary_percent_only_in_knative_mode(name: str, render: Render) -> None:
     isvc, _ = _overlay(render, name)
     if "canaryTrafficPercent" in isvc["spec"]["predictor"]:
         assert mode(isvc) == "Knative", f"{name}: canaryTrafficPercent is ignored in Standard mode"
+
+
+def test_gpu_overlay_runs_the_gpu_image_when_images_are_pinned_by_digest(
+        tmp_path: Path, render: Render) -> None:
+    # Issue 19, finding 8: KServe ignores runtimeVersion for an image pinned by digest
+    # (v0.20.0 UpdateImageTag), so a digest-pinned CPU runtime put the CPU image on
+    # the GPU node. Production pins by digest: one overlay per thing deployed.
+    cpu, gpu = "sha256:" + "c" * 64, "sha256:" + "9" * 64
+
+    def pinned(name: str, target: Path, digest: str) -> list[dict[str, Any]]:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources:\n  - {os.path.relpath(target, folder)}\n"
+            f"images:\n  - name: kserve-detector\n    digest: {digest}\n")
+        return render(folder)
+
+    cluster = of_kind(pinned("runtime", MANIFESTS / "runtime", cpu), "ClusterServingRuntime")
+    objects = pinned("model-gpu", OVERLAYS_DIR / "model-gpu", gpu)
+    isvc = only_isvc(objects)
+    c = predictor_container(isvc, of_kind(objects, "ServingRuntime") + cluster)
+    assert c["image"] == f"kserve-detector@{gpu}", f"the GPU InferenceService runs {c['image']}"
+    assert "runtimeVersion" not in isvc["spec"]["predictor"]["model"]
+
+
+
+@pytest.mark.parametrize("name", ISVC_OVERLAYS)
+def test_only_the_kind_overlays_ask_for_the_demo(name: str, render: Render,
+                                                 cluster_runtime: dict[str, Any]) -> None:
+    # Issue 19, finding 5: an empty model folder stops the server unless --demo_if_empty
+    # asks for the demo. kind has no object store, so its overlays ask; nothing meant
+    # for a real cluster may (a wrong storageUri would hide behind a green probe).
+    isvc, own = _overlay(render, name)
+    args = predictor_container(isvc, own + [cluster_runtime])["args"]
+    assert ("--demo_if_empty" in args) == name.startswith("kind"), args
