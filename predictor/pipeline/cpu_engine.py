@@ -148,7 +148,7 @@ def _detect(model: nn.Module, pictures: Sequence[np.ndarray]) -> list[prec.Dets]
     out = []
     with torch.inference_mode():
         for pic in pictures:
-            det = model([torch.from_numpy(np.ascontiguousarray(pic)).permute(2, 0, 1)
+            det = model([torch.from_numpy(np.array(pic)).permute(2, 0, 1)
                          .float().div(255.0)])[0]
             out.append((det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy()))
     return out
@@ -159,7 +159,7 @@ def _model_inputs(model: nn.Module, pictures: Sequence[np.ndarray]) -> list[np.n
     out = []
     with torch.inference_mode():
         for pic in pictures:
-            tensor = torch.from_numpy(np.ascontiguousarray(pic)).permute(2, 0, 1).float() / 255
+            tensor = torch.from_numpy(np.array(pic)).permute(2, 0, 1).float() / 255
             transform: Any = model.transform
             out.append(transform([tensor])[0].tensors.numpy())
     return out
