@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # Static graphs compiled per input shape; later shapes run on the dynamic graph.
 MAX_SHAPES = 4
+# Smallest side of the picture a dynamic-shape graph is exported on (see export()).
+EXPORT_SIDE = 512
 # Largest difference from eager, relative to the outputs' scale, that still counts as the
 # same in fp32 (a wrong graph is off by far more; ~1e-6 seen).
 TOLERANCE = 1e-3
@@ -78,14 +80,16 @@ class Dense(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The features (backbone alone) or the head's outputs, in a fixed order."""
+        """The features (backbone alone), or the head's outputs and one channel of each
+        feature map (whose height and width the anchor generator needs), in a fixed order.
+        """
         features = self.backbone(x)
         if isinstance(features, torch.Tensor):
             features = OrderedDict([("0", features)])
         if self.head is None:
             return tuple(features.values())
         out = self.head(list(features.values()))
-        return tuple(out.values())
+        return (*out.values(), *(f[:, :1] for f in features.values()))
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,6 @@ class Layout:
 
     feature_keys: tuple[str, ...]
     head_keys: tuple[str, ...] | None  # None: the backbone alone is on the engine
-    strides: tuple[tuple[int, int], ...]  # input size / feature size, per level
 
 
 def capture(model: nn.Module, sample: list[torch.Tensor]) -> tuple[torch.Tensor, Layout]:
@@ -125,11 +128,9 @@ def capture(model: nn.Module, sample: list[torch.Tensor]) -> tuple[torch.Tensor,
     x, features = seen["x"], seen["features"]
     if isinstance(features, torch.Tensor):
         features = OrderedDict([("0", features)])
-    height, width = x.shape[-2:]
-    strides = tuple((height // f.shape[-2], width // f.shape[-1]) for f in features.values())
     head_out = seen.get("head")
     head_keys = tuple(head_out) if isinstance(head_out, dict) else None
-    return x, Layout(tuple(features), head_keys, strides)
+    return x, Layout(tuple(features), head_keys)
 
 
 def fixed_size(model: nn.Module) -> tuple[int, int] | None:
@@ -161,6 +162,11 @@ def export(dense: Dense, example: torch.Tensor, static: bool) -> Any:
         program = torch.export.export(dense, (one,))
         shape: list[int] = list(one.shape)
     else:
+        # torch.export specialises any size that is 1 in the example (a 1x1 top pyramid
+        # level of a small picture would then be baked in): export on a picture large
+        # enough that no level is 1 wide.
+        height, width = (max(EXPORT_SIDE, -(-d // 64) * 64) for d in one.shape[-2:])
+        one = torch.rand(1, one.shape[1], height, width, dtype=one.dtype)
         auto = torch.export.Dim.AUTO
         program = torch.export.export(dense, (one,), dynamic_shapes={"x": {2: auto, 3: auto}})
         shape = [1, 3, -1, -1]
@@ -223,12 +229,6 @@ class EngineBackbone(nn.Module):
         self.graphs = graphs  # shape -> Compiled, or None to run that shape eager
         self.name = name
 
-    def _features(self, x: torch.Tensor, n: int) -> OrderedDict[str, torch.Tensor]:
-        height, width = x.shape[-2:]
-        return OrderedDict(
-            (key, torch.empty((n, 0, height // sh, width // sw), dtype=x.dtype))
-            for key, (sh, sw) in zip(self.layout.feature_keys, self.layout.strides,
-                                     strict=True))
 
     def forward(self, x: torch.Tensor) -> Any:
         """Same contract as the eager backbone (features as an ordered dict)."""
@@ -239,10 +239,13 @@ class EngineBackbone(nn.Module):
         joined = [torch.cat(parts) for parts in zip(*outputs, strict=True)]
         if self.layout.head_keys is None:
             return OrderedDict(zip(self.layout.feature_keys, joined, strict=True))
-        features = self._features(x, x.shape[0])
+        heads = len(self.layout.head_keys)
+        features = OrderedDict(
+            (key, torch.empty((x.shape[0], 0, *level.shape[-2:]), dtype=x.dtype))
+            for key, level in zip(self.layout.feature_keys, joined[heads:], strict=True))
         first = next(iter(features.values()))
         first.engine_head = OrderedDict(  # type: ignore[attr-defined]
-            zip(self.layout.head_keys, joined, strict=True))
+            zip(self.layout.head_keys, joined[:heads], strict=True))
         return features
 
 
@@ -277,6 +280,7 @@ class Shapes:
         self.name = name
         self.static: dict[Shape, Compiled] = {}
         self.refused: set[Shape] = set()
+        self.on_dynamic: set[Shape] = set()  # checked, run on the dynamic graph
         self._lock = threading.Lock()
 
     def add(self, shape: Shape, graph: Compiled) -> None:
@@ -287,13 +291,17 @@ class Shapes:
         graph: Compiled | None = self.static.get(shape)
         if graph is not None or shape in self.refused:
             return graph
+        if shape in self.on_dynamic:
+            return self.dynamic
         with self._lock:  # one compile at a time; others wait for it
-            if shape in self.static or shape in self.refused:
-                return self.static.get(shape)
-            if len(self.static) >= MAX_SHAPES or self.model is None:
-                return self.dynamic
+            if shape in self.static or shape in self.refused or shape in self.on_dynamic:
+                return self.dynamic if shape in self.on_dynamic else self.static.get(shape)
+            if self.model is None:
+                return None
+            full = len(self.static) >= MAX_SHAPES
             try:
-                graph = self.runtime.compile(self.model, shape)
+                graph = self.dynamic if full else self.runtime.compile(self.model, shape)
+                assert graph is not None
                 example = torch.rand(shape)
                 error = max_error(self.eager(example), tuple(graph(example)))
             except Exception as exc:  # noqa: BLE001 - any failure means: run this shape eager
@@ -304,8 +312,10 @@ class Shapes:
                 log.warning("%s: input shape %s runs eager: %s", self.name, shape, why)
                 self.refused.add(shape)
                 return None
-            assert graph is not None
-            self.static[shape] = graph
+            if full:
+                self.on_dynamic.add(shape)
+            elif graph is not None:
+                self.static[shape] = graph
             return graph
 
 
@@ -321,6 +331,6 @@ def ov_version() -> str:
 def cache_key(tag: str, dense: Dense, shape: Sequence[int], static: bool) -> str:
     """Names an exported graph: what would make a cached one wrong is in it."""
     return hashlib.sha256("|".join([
-        torch.__version__, torchvision.__version__, ov_version(), tag,
+        "graph v2", torch.__version__, torchvision.__version__, ov_version(), tag,
         "static" if static else "dynamic", str(tuple(shape)), weights_digest(dense),
     ]).encode()).hexdigest()[:32]
