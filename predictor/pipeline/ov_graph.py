@@ -187,7 +187,7 @@ class Compiled:
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
         request.infer({0: x.detach().contiguous().numpy()}, share_inputs=True)
-        return [torch.from_numpy(np.array(request.get_output_tensor(i).data))
+        return [torch.as_tensor(np.array(request.get_output_tensor(i).data))
                 for i in range(self.outputs)]
 
 
