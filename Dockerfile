@@ -127,8 +127,10 @@ LABEL org.opencontainers.image.title="kserve-detector" \
 
 USER 1000:1000
 WORKDIR /home/predictor
-# Weights: mount a model directory here; when it is empty or missing, the demo
-# detector shipped inside the package (predictor/demo/model/) is served.
+# Weights: mount a model folder at /mnt/models. The default command asks for the demo
+# detector shipped inside the package (predictor/demo/model/) when that folder is empty or
+# missing (--demo_if_empty); arguments after the image name replace the command, and then
+# an empty folder stops the server at start, as it does in Kubernetes.
 EXPOSE 8080 8081
 STOPSIGNAL SIGTERM
 # Probes the V2 readiness of the default model; set HEALTHCHECK_URL when you change
@@ -136,4 +138,5 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=4)"]
 ENTRYPOINT ["python", "-m", "predictor"]
-CMD ["--model_name", "detector", "--http_port", "8080", "--grpc_port", "8081", "--model_dir", "/mnt/models"]
+CMD ["--model_name", "detector", "--http_port", "8080", "--grpc_port", "8081", "--model_dir", "/mnt/models", \
+     "--demo_if_empty"]

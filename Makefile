@@ -55,9 +55,9 @@ bench: install  ## raw model vs plain KServe predictor vs this server, one table
 test-browser: install  ## the page in headless chromium (apt-get install chromium chromium-driver)
 	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
-bench-web: install  ## the extra hop: p50 at 1 client, direct vs through `make web` (both running)
+bench-web: install  ## the extra hop: p50/p95 at 1 and 4 clients, direct V2 vs `make web`'s /api/detect and DeepStack route (both running)
 	$(BIN)/detect-client bench --url http://127.0.0.1:$(HTTP_PORT) \
-		--web-url http://127.0.0.1:$(WEB_PORT) --protocols v2bin,web --clients 1 $(ARGS)
+		--web-url http://127.0.0.1:$(WEB_PORT) --protocols v2bin,web,deepstack --clients 1,4 $(ARGS)
 
 test-container: install  ## build the image if needed, run it, test it (starts Docker if needed)
 	$(BIN)/python -m pytest -m container tests/container $(PYTEST_ARGS)

@@ -28,6 +28,12 @@ ImageSource = bytes | np.ndarray
 """An encoded image file to decode, or an ``H x W x 3`` uint8 RGB array."""
 
 
+# Transparent pixels are seen on white, as a browser or an image viewer shows them on a
+# page; the client draws its pictures on the same background.
+BACKGROUND = (255, 255, 255)
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
 class DecodeError(ValueError):
     """An input that is not a usable image; the message says why."""
 
@@ -85,8 +91,8 @@ def is_plain_jpeg(img: Image.Image) -> bool:
 def decode_image(data: bytes, limits: ImageLimits, where: str = "image") -> np.ndarray:
     """Decodes an encoded image file into an ``H x W x 3`` uint8 RGB array.
 
-    EXIF orientation is applied; grayscale, palette, RGBA, CMYK and 16-bit images are
-    converted to 8-bit RGB.
+    EXIF orientation is applied; grayscale, palette, CMYK and 16-bit images are converted
+    to 8-bit RGB, and a picture with transparency is composited onto :data:`BACKGROUND`.
     """
     img = open_checked(data, limits, where)
     _load(img, where)
@@ -157,8 +163,14 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
         arr = np.asarray(img, dtype=np.float32)
         gray = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
+    if "transparency" in img.info and img.mode in ("P", "L", "RGB"):
+        img = img.convert("RGBA")  # a palette entry or a colour key marked transparent
+    if img.mode in _ALPHA_MODES:
+        # What a person sees: transparent pixels show the background, not what the file
+        # happens to store under them (dropping alpha would reveal that).
+        flat = Image.new("RGBA", img.size, (*BACKGROUND, 255))
+        flat.alpha_composite(img.convert("RGBA"))
+        img = flat
     if img.mode != "RGB":
         img = img.convert("RGB")
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))

@@ -147,12 +147,25 @@ def _read_labels(path: Path) -> list[str]:
 
 
 def resolve_model_dir(cfg: ModelConfig) -> Path:
-    """The folder to load from: ``--model_dir``, or the demo detector when that is empty."""
+    """The folder to load from: ``--model_dir``; the demo detector only when asked for.
+
+    A missing or empty folder is what a wrong ``storageUri`` or PVC path leaves behind, so
+    it stops the server (unless ``--demo_if_empty`` asks for the demo): a toy model behind
+    a green readiness probe would be worse than a pod that does not start.
+    """
     model_dir = Path(cfg.model_dir)
-    if cfg.architecture is None and (not model_dir.exists() or not any(model_dir.iterdir())):
-        log.warning("model_dir %s is missing or empty: serving the embedded demo detector "
-                    "(%s)", model_dir, DEMO_MODEL_DIR)
-        return DEMO_MODEL_DIR
+    missing = not model_dir.exists()
+    if cfg.architecture is None and (missing or (model_dir.is_dir()
+                                                 and not any(model_dir.iterdir()))):
+        if cfg.demo_if_empty:
+            log.warning("--model_dir %s is %s: serving the embedded demo detector (%s), as "
+                        "--demo_if_empty asks", model_dir, "missing" if missing else "empty",
+                        DEMO_MODEL_DIR)
+            return DEMO_MODEL_DIR
+        raise LoadError(
+            f"--model_dir {model_dir} is {'missing' if missing else 'empty'}: there is no model "
+            f"to serve. Check the InferenceService's storageUri (or the PVC path), mount a "
+            f"model folder there, or pass --demo_if_empty to serve the embedded demo detector")
     if not model_dir.is_dir():
         if cfg.weights and not model_dir.exists():
             # --architecture, --num_classes and --weights FILE need no folder at all.

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from grpc_interceptor.exceptions import GrpcException
-from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.protocol.grpc.servicer import InferenceServicer
 
-from ..errors import InternalError
-from ..protocol import RequestError, V2Answer, grpc_v2
+from ..errors import InternalError, client_error
+from ..protocol import V2Answer, grpc_v2
+from .guard import log_refusal
 from .served import REQUEST_ID, ServedModel, check_version, served_model
 
 log = logging.getLogger(__name__)
@@ -51,23 +51,34 @@ class DetectorServicer(InferenceServicer):  # type: ignore[misc]
                                                      request=parsed, headers=headers)
             assert isinstance(answer, V2Answer)
             return grpc_v2.encode_infer_response(answer, model.name, model.version)
-        except (InvalidInput, RequestError) as exc:
-            if self.on_reject is not None:
-                self.on_reject("invalid")
-            if isinstance(exc, RequestError):  # KServe's interceptor maps InvalidInput only
-                raise InvalidInput(str(exc)) from exc
-            raise
-        except (GrpcException, ModelNotFound, ModelNotReady):
-            raise
         except Exception as exc:
-            log.exception("gRPC request %s failed", request_id)
-            raise InternalError(f"internal server error; the server log has the details "
-                                f"(request id {request_id})") from exc
+            raise self._refusal(exc, request_id, "ModelInfer") from exc
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         """KServe's metadata, plus the version served."""
-        response = await super().ModelMetadata(request, context)
-        model = self._data_plane.get_model_from_registry(request.name)
-        check_version(model, request.version)
+        try:
+            response = await super().ModelMetadata(request, context)
+            model = self._data_plane.get_model_from_registry(request.name)
+            check_version(model, request.version)
+        except Exception as exc:
+            raise self._refusal(exc, uuid.uuid4().hex, "ModelMetadata") from exc
         response.versions.append(model.version)
         return response
+
+    def _refusal(self, exc: Exception, request_id: str, method: str) -> GrpcException:
+        """The status to answer with: a client's mistake is one log line, a bug a traceback.
+
+        KServe's interceptor would log every error with its traceback; a GrpcException
+        passes through it quietly.
+        """
+        known = client_error(exc)
+        if known is None:
+            log.error("gRPC request %s (%s) failed", request_id, method, exc_info=exc)
+            return InternalError(f"internal server error; the server log has the details "
+                                 f"(request id {request_id})")
+        reason, error = known
+        if reason is not None and self.on_reject is not None:
+            self.on_reject(reason)
+        if error.http_status < 500:
+            log_refusal(request_id, f"gRPC {method}", error.status_code.name, str(error))
+        return error

@@ -1,10 +1,15 @@
 """The ASGI middleware in front of every REST request (:class:`RequestGuard`).
 
 It gives every request an id (``x-request-id``, kept when the client sent one),
+refuses a request head (request line and headers) over ``--max_header_bytes`` with 431,
 inflates ``Content-Encoding: gzip`` / ``deflate`` bodies, refuses bodies over
 ``--max_body_bytes`` (inflated size included) with 413, cancels a request whose client
 went away, counts refusals, and turns any unexpected exception into a 500 that names
-the request id and keeps the connection usable. It reads the body once, so the routes
+the request id and keeps the connection usable.
+
+The log gets one line per client mistake (any 4xx: request id, route, status, the error
+it was answered with) and no traceback; a traceback is for a 500, logged where it is
+caught. It reads the body once, so the routes
 behind it (:mod:`predictor.server.rest_routes`) get it whole and already inflated.
 """
 
@@ -29,7 +34,28 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OnReject = Callable[[str], None]
 
-_REASONS = {400: "invalid", 413: "too_large", 415: "invalid"}
+_REASONS = {400: "invalid", 413: "too_large", 415: "invalid", 431: "too_large"}
+# Set by the parser cap (predictor.server.compat) on a head it stopped reading.
+HEAD_CUT = b"x-detector-head-cut"
+
+
+def head_bytes(scope: Scope) -> int:
+    """Bytes of a request's head as the client sent it: request line and header lines."""
+    line = len(scope.get("method", "")) + len(scope.get("raw_path") or b"") \
+        + len(scope.get("query_string") or b"") + 12
+    return line + sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or ())
+
+
+def log_refusal(request_id: str, route: str, status: int | str, reason: str) -> None:
+    """The one line a client's mistake leaves in the log."""
+    log.info("request %s %s -> %s: %s", request_id, route, status, reason[:300])
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return body[:200].decode("utf-8", "replace")
 
 
 def _json_message(status: int, message: str, request_id: str) -> list[Message]:
@@ -45,9 +71,11 @@ class RequestGuard:
     """ASGI middleware: request id, body limit and inflating, disconnects, catch-all."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, on_reject: OnReject | None = None,
-                 on_disconnect: Callable[[], None] | None = None) -> None:
+                 on_disconnect: Callable[[], None] | None = None,
+                 max_header_bytes: int = 32 * 1024) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
         self.on_reject = on_reject
         self.on_disconnect = on_disconnect
 
@@ -55,9 +83,11 @@ class RequestGuard:
         return (f"request body is {size} bytes; the limit is {self.max_body_bytes} bytes "
                 f"(--max_body_bytes)")
 
-    async def _refuse(self, send: Send, status: int, message: str, request_id: str) -> None:
+    async def _refuse(self, send: Send, scope: Scope, status: int, message: str,
+                      request_id: str) -> None:
         if self.on_reject is not None and status in _REASONS:
             self.on_reject(_REASONS[status])
+        log_refusal(request_id, _route(scope), status, message)
         for part in _json_message(status, message, request_id):
             await send(part)
 
@@ -94,24 +124,32 @@ class RequestGuard:
         headers = dict(scope.get("headers") or [])
         request_id = headers.get(REQUEST_ID.encode(), b"").decode("latin-1")[:128] \
             or uuid.uuid4().hex
+        head = head_bytes(scope)
+        if HEAD_CUT in headers or head > self.max_header_bytes:
+            size = f"more than {self.max_header_bytes}" if HEAD_CUT in headers else str(head)
+            await self._refuse(send, scope, 431, (
+                f"request line and headers are {size} bytes; the limit is {self.max_header_bytes} "
+                f"bytes "
+                f"(--max_header_bytes)"), request_id)
+            return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._refuse(send, 413, self._too_large(declared.decode()), request_id)
+            await self._refuse(send, scope, 413, self._too_large(declared.decode()), request_id)
             return
         encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
         inflater = None
         if encoding not in ("", "identity"):
             if not rest.Inflater.supported(encoding):
-                await self._refuse(send, 415, f"Content-Encoding {encoding!r} is not supported; "
-                                              f"send gzip, deflate or an uncompressed body",
-                                   request_id)
+                await self._refuse(send, scope, 415,
+                                   f"Content-Encoding {encoding!r} is not supported; send "
+                                   f"gzip, deflate or an uncompressed body", request_id)
                 return
             inflater = rest.Inflater(encoding, self.max_body_bytes)
         body = await self._read_body(receive, inflater)
         if body is None:
             return
         if isinstance(body, tuple):
-            await self._refuse(send, *body, request_id)
+            await self._refuse(send, scope, *body, request_id)
             return
         kept = [(k, v) for k, v in scope.get("headers") or []
                 if k not in (b"content-encoding", b"content-length", REQUEST_ID.encode())]
@@ -124,6 +162,8 @@ class RequestGuard:
         gone = asyncio.Event()
         replayed = False
         state = {"started": False, "finished": False}
+        refused: list[bytes] = []  # a 4xx answer's body, for its log line
+        status = 0
 
         async def replay() -> Message:
             nonlocal replayed
@@ -134,6 +174,7 @@ class RequestGuard:
             return {"type": "http.disconnect"}
 
         async def tracking_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
                 state["started"] = True
                 status = int(message["status"])
@@ -141,8 +182,14 @@ class RequestGuard:
                     self.on_reject(_REASONS[status])
                 message = {**message, "headers": [*message.get("headers", []),
                                                   (REQUEST_ID.encode(), request_id.encode())]}
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                state["finished"] = True
+            elif message["type"] == "http.response.body":
+                if 400 <= status < 500:
+                    refused.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    state["finished"] = True
+                    if 400 <= status < 500:
+                        log_refusal(request_id, _route(scope), status,
+                                    _error_text(b"".join(refused)))
             await send(message)
 
         app_task = asyncio.ensure_future(self.app(scope, replay, tracking_send))
@@ -173,3 +220,7 @@ class RequestGuard:
                     await send(part)
         finally:
             watcher.cancel()
+
+
+def _route(scope: Scope) -> str:
+    return f"{scope.get('method', '?')} {scope.get('path', '?')}"

@@ -14,10 +14,11 @@ from collections.abc import Callable
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.protocol.dataplane import DataPlane
 from starlette.exceptions import HTTPException
 
-from ..errors import ServiceError
+from ..errors import ServiceError, client_error
 from ..protocol import RequestError, V2Answer, rest
 from .guard import OnReject, RequestGuard
 from .served import MODEL_VERSION, ServedModel, check_version, served_model
@@ -89,9 +90,15 @@ async def service_error_handler(_: Request, exc: Exception) -> Response:
     return _error(exc.http_status, str(exc), headers)
 
 
-async def request_error_handler(_: Request, exc: Exception) -> Response:
-    """A malformed request (:class:`predictor.protocol.RequestError`) -> 400."""
-    return _error(400, str(exc))
+async def client_error_handler(_: Request, exc: Exception) -> Response:
+    """A malformed request, bad input, an unknown or unready model: its status, no log.
+
+    In place of KServe's handlers, which log each with a traceback; the guard logs the
+    one line a client's mistake is worth.
+    """
+    known = client_error(exc)
+    assert known is not None
+    return await service_error_handler(_, known[1])
 
 
 async def validation_error_handler(_: Request, exc: Exception) -> Response:
@@ -123,12 +130,23 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def install(app: FastAPI, dataplane: DataPlane, max_body_bytes: int,
             on_reject: OnReject | None = None,
-            on_disconnect: Callable[[], None] | None = None) -> None:
-    """Adds the guard, the routes and the error handlers to KServe's app."""
+            on_disconnect: Callable[[], None] | None = None,
+            max_header_bytes: int = 32 * 1024) -> None:
+    """Adds the guard, the routes and the error handlers to KServe's app.
+
+    KServe adds its own handlers when it starts; call :func:`install_error_handlers`
+    again after that (predictor.server.compat does) so that ours win.
+    """
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes, on_reject=on_reject,
-                       on_disconnect=on_disconnect)
+                       on_disconnect=on_disconnect, max_header_bytes=max_header_bytes)
     InferenceRoutes(dataplane).register(app)
+    install_error_handlers(app)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"error": ...}`` with its status; a client's mistake logs no traceback."""
     app.add_exception_handler(ServiceError, service_error_handler)
-    app.add_exception_handler(RequestError, request_error_handler)
+    for client_mistake in (RequestError, InvalidInput, ModelNotFound, ModelNotReady):
+        app.add_exception_handler(client_mistake, client_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)

@@ -124,9 +124,13 @@ def test_hop_summary_compares_direct_and_web_at_each_client_count() -> None:
     assert web.hop_ms == pytest.approx(7.0)
     assert direct.hop_ms is None
     (line,) = bench.hop_summary([direct, web, alone])
-    assert line == ("extra hop at 1 client(s), p50: model call 30.0 ms (mean), direct 40.0 ms, "
-                    "through the web backend 52.0 ms; the hop itself (each round trip less "
-                    "the backend's call) 7.0 ms")
+    assert line == ("extra hop at 1 client(s), POST /api/detect: direct V2 p50 40.0 / p95 "
+                    "40.0 ms, through the backend p50 52.0 / p95 58.6 ms; the hop itself "
+                    "7.0 ms p50, 18% of a direct call; model call 30.0 ms (mean)")
+    deepstack = bench.summarize("deepstack", 1, [0.044] * 5, 1.0, inner_s=[0.042] * 5)
+    assert bench.hop_summary([direct, deepstack])[0].startswith(
+        "extra hop at 1 client(s), DeepStack route: direct V2 p50 40.0 / p95 40.0 ms, through "
+        "the backend p50 44.0 / p95 44.0 ms; the hop itself 2.0 ms p50, 5% of a direct call")
     assert bench.hop_summary([direct]) == []
 
 

@@ -8,9 +8,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageDraw, ImageFile
 
 from predictor.pipeline.decode import (
+    BACKGROUND,
     DecodeError,
     ImageLimits,
     check_pixels,
@@ -115,14 +116,25 @@ def test_grayscale_becomes_three_equal_channels():
         assert np.array_equal(out[:, :, c], gray)
 
 
-def test_grayscale_with_alpha_keeps_the_gray_values():
-    img = Image.new("LA", (8, 4), (77, 10))
+def test_opaque_grayscale_with_alpha_keeps_the_gray_values():
+    img = Image.new("LA", (8, 4), (77, 255))
     out = decode_image(encode(img, "PNG"), LIMITS)
     assert out.shape == (4, 8, 3)
     assert (out == 77).all()
 
 
-def test_palette_with_transparency_decodes_to_the_palette_colours():
+def test_transparency_is_composited_onto_white():
+    # Half-transparent grey over white, and a fully transparent pixel: what a viewer shows.
+    img = Image.new("LA", (8, 4), (77, 128))
+    img.putpixel((0, 0), (0, 0))
+    out = decode_image(encode(img, "PNG"), LIMITS)
+    assert out[0, 0].tolist() == [255, 255, 255]
+    expected = round(77 * 128 / 255 + 255 * (1 - 128 / 255))
+    assert abs(int(out[1, 1, 0]) - expected) <= 1
+    assert tuple(BACKGROUND) == (255, 255, 255)
+
+
+def test_palette_with_transparency_shows_the_background_where_transparent():
     img = Image.new("P", (8, 8), 0)
     img.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
     img.paste(1, (4, 0, 8, 8))
@@ -130,15 +142,27 @@ def test_palette_with_transparency_decodes_to_the_palette_colours():
     assert "transparency" in Image.open(io.BytesIO(data)).info
     out = decode_image(data, LIMITS)
     assert out.shape == (8, 8, 3)
-    assert (out[:, :4] == (10, 20, 30)).all()
+    assert (out[:, :4] == BACKGROUND).all()
     assert (out[:, 4:] == (200, 100, 50)).all()
 
 
-def test_rgba_drops_alpha_and_keeps_colour():
-    img = Image.new("RGBA", (6, 5), (12, 34, 56, 0))
-    out = decode_image(encode(img, "PNG"), LIMITS)
-    assert out.shape == (5, 6, 3)
-    assert (out == (12, 34, 56)).all()
+def test_an_object_under_fully_transparent_pixels_is_not_seen():
+    # Drawn into the colour channels but with alpha 0: invisible to anyone looking at the
+    # picture, so the model must not see it either.
+    hidden = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    ImageDraw.Draw(hidden).rectangle((5, 5, 30, 25), fill=(200, 30, 30, 0))
+    blank = Image.new("RGB", (40, 30), BACKGROUND)
+    assert np.array_equal(decode_image(encode(hidden, "PNG"), LIMITS), np.asarray(blank))
+    assert np.array_equal(decode_image(encode(hidden, "WEBP", lossless=True), LIMITS),
+                          np.asarray(blank))
+
+
+def test_rgb_with_a_transparent_colour_key_is_composited():
+    img = Image.new("RGB", (6, 5), (12, 34, 56))
+    img.putpixel((0, 0), (1, 2, 3))
+    out = decode_image(encode(img, "PNG", transparency=(1, 2, 3)), LIMITS)
+    assert out[0, 0].tolist() == [255, 255, 255]
+    assert out[1, 1].tolist() == [12, 34, 56]
 
 
 def test_cmyk_jpeg_becomes_rgb():
@@ -274,3 +298,24 @@ def test_check_pixels_accepts_rgb_uint8():
 def test_check_pixels_refuses_bad_arrays(array, message):
     with pytest.raises(DecodeError, match=f"image 1: .*{message}"):
         check_pixels(array, ImageLimits(max_side=16), "image 1")
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_the_clients_drawings_see_transparency_as_the_server_does(mode: str):
+    # The client draws its boxes on the picture the model saw: same white background.
+    from client._images import rgb_pixels
+
+    img = Image.new("RGBA", (24, 16), (0, 0, 0, 0))
+    ImageDraw.Draw(img).rectangle((2, 2, 12, 10), fill=(200, 30, 30, 0))  # hidden
+    ImageDraw.Draw(img).rectangle((14, 4, 20, 12), fill=(20, 90, 200, 140))  # half
+    if mode == "LA":
+        img = img.convert("LA")
+    elif mode == "P":
+        img = img.convert("RGB").convert("P")
+        img.info["transparency"] = 0
+    data = encode(img, "PNG", **({"transparency": 0} if mode == "P" else {}))
+    server = decode_image(data, LIMITS)
+    client = rgb_pixels(Image.open(io.BytesIO(data)))
+    assert np.array_equal(server, client)
+    if mode != "P":
+        assert (server[2:10, 2:12] == BACKGROUND).all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -233,10 +234,23 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
 
 # ---- model_dir fallback ------------------------------------------------------------
 
-def test_missing_or_empty_model_dir_serves_the_demo(tmp_path):
-    assert resolve_model_dir(cfg(tmp_path / "absent")) == DEMO_MODEL_DIR
+def test_missing_or_empty_model_dir_is_an_error_naming_the_folder(tmp_path):
+    # What a wrong storageUri leaves behind must not become a toy model behind a green
+    # readiness probe.
+    with pytest.raises(LoadError, match=r"--model_dir .*absent is missing: .*--demo_if_empty"):
+        resolve_model_dir(cfg(tmp_path / "absent"))
     (tmp_path / "empty").mkdir()
-    assert resolve_model_dir(cfg(tmp_path / "empty")) == DEMO_MODEL_DIR
+    with pytest.raises(LoadError, match=r"--model_dir .*empty is empty: .*storageUri"):
+        resolve_model_dir(cfg(tmp_path / "empty"))
+
+
+def test_the_demo_is_served_for_an_empty_folder_only_when_asked(tmp_path):
+    asked = replace(cfg(tmp_path / "absent"), demo_if_empty=True)
+    assert resolve_model_dir(asked) == DEMO_MODEL_DIR
+    (tmp_path / "empty").mkdir()
+    assert resolve_model_dir(replace(asked, model_dir=str(tmp_path / "empty"))) == DEMO_MODEL_DIR
+    folder = write_dir(tmp_path / "real")
+    assert resolve_model_dir(replace(asked, model_dir=str(folder))) == folder
 
 
 def test_model_dir_with_files_is_used(tmp_path):

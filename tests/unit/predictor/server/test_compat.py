@@ -1,4 +1,4 @@
-"""kserve_compat: the replacements were written for the kserve that is pinned and installed."""
+"""compat: the replacements were written for the kserve that is pinned and installed."""
 
 from __future__ import annotations
 
