@@ -39,8 +39,8 @@ from typing import Any
 from client.bench import CellResult, Target, generated_images, metric_totals, run_cell
 from predictor.pipeline.engine import pick_device
 
+from . import engines, servers
 from . import raw as rawloop
-from . import servers
 from .report import (
     GOAL_CLIENTS,
     GOAL_PROTOCOL,
@@ -135,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--server-env", action="append", type=_key_value, default=[],
                    metavar="KEY=VALUE",
                    help="environment for both servers, e.g. MALLOC_ARENA_MAX=2")
+    e = p.add_argument_group("engines (CPU)")
+    e.add_argument("--engines", default=",".join(engines.DEFAULT_ENGINES),
+                   help="CPU engines compared side by side after the main table, e.g. "
+                        "torchscript,openvino-fp32,openvino-bf16,openvino-int8,openvino,eager; "
+                        "'none' to skip (default %(default)s)")
+    e.add_argument("--engine-rounds", type=int, default=3,
+                   help="interleaved rounds of the engines table (default 3)")
+    e.add_argument("--calibration-dir", default=None,
+                   help="pictures for openvino-int8 (python -m demo.synthetic writes some)")
     r.add_argument("--log-dir", default=None, help="keep the servers' logs here")
     r.add_argument("--out", default=None, help="write the results as JSON here")
     return p
@@ -333,12 +342,28 @@ def _run(args: argparse.Namespace) -> int:
             "total_seconds": round(time.monotonic() - started, 1),
         }
         print(format_report(meta, rows, checked, profiles))
+        engine_rows: list[dict[str, Any]] = []
+        names = [n for n in args.engines.split(",") if n and n != "none"]
+        unknown = [n for n in names if n not in engines.ENGINE_FLAGS]
+        if unknown:
+            raise SystemExit(f"--engines: unknown {unknown}; known: "
+                             f"{', '.join(engines.ENGINE_FLAGS)}")
+        if names and device == "cpu":
+            found = engines.compare(names, str(choice.model_dir), images,
+                                    clients=head_clients, rounds=args.engine_rounds,
+                                    duration=args.duration, warmup=args.warmup,
+                                    log_dir=log_dir, calibration_dir=args.calibration_dir,
+                                    env=env)
+            engine_rows = [r.to_dict() for r in found]
+            print(f"\n## CPU engines ({args.engine_rounds} interleaved rounds, median; load "
+                  f"{os.getloadavg()[0]:.2f})\n")
+            print(engines.format_engines(found, head_clients, names[0]))
         if args.out:
             doc = {"meta": meta, "raw": [r.to_dict() for r in raw],
                    "plain": [c.to_dict() for c in plain],
                    "ours": [{"max_batch_size": b, **c.to_dict()} for b, c in ours],
                    "rows": rows, "rounds": series.to_dict(), "profiles": profiles,
-                   "goals": checked}
+                   "goals": checked, "engines": engine_rows}
             Path(args.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
             log.info("wrote %s", args.out)
         log.info("done in %.0f s", time.monotonic() - started)

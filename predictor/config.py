@@ -114,12 +114,27 @@ class ModelConfig:
         "is folded into it: same outputs, faster)", name="--no_fuse_conv_bn",
         action="store_false")
     cpu_accel: bool = flag(
-        True, "run the model eager on a CPU (by default its backbone and head are traced, "
-        "frozen and fused by oneDNN, checked against eager at load)", name="--no_cpu_accel",
+        True, "run the model eager on a CPU (by default its backbone and head run on the CPU "
+        "engine, checked against eager at load)", name="--no_cpu_accel",
         action="store_false")
+    cpu_engine: str = flag(
+        "openvino", "the CPU engine: openvino (backbone and head exported with torch.export "
+        "and run by OpenVINO) or torchscript (the former traced, oneDNN-fused path, kept "
+        "for comparison until it is removed)", choices=("openvino", "torchscript"))
+    cpu_precision: str = flag(
+        "auto", "precision of the CPU engine; auto: bf16 (or fp16) where the CPU computes it "
+        "natively and the load-time check passes, else fp32; int8 needs --calibration_dir",
+        choices=("auto", "fp32", "bf16", "fp16", "int8"))
+    calibration_dir: str | None = flag(
+        None, "a folder of your own pictures: int8 calibrates on them, and the load-time "
+        "precision check runs on a few of them")
+    draft_decode: bool = flag(
+        True, "decode every JPEG at full size (by default a JPEG the model will shrink anyway "
+        "is decoded at 1/2, 1/4 or 1/8 scale, never below the model's input size; boxes stay "
+        "in the picture's own pixels)", name="--no_draft_decode", action="store_false")
     cache_dir: str = flag(
-        "/tmp/kserve-detector", "where the CPU path keeps its traced model parts between "
-        "starts (private to the user; '' for none)")
+        "/tmp/kserve-detector", "where the CPU engine keeps its exported and compiled graphs "
+        "between starts (private to the user; '' for none)")
     gpu_decode: bool = flag(
         False, "decode JPEGs with torchvision on the model's device (nvJPEG on CUDA); other "
         "formats still go through PIL", action="store_true")

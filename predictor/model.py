@@ -66,7 +66,7 @@ class DetectionModel(Model):  # type: ignore[misc]
         super().__init__(config.model_name)
         self.config = config
         self.limits = config.limits
-        self.runner = Engine(config.model)
+        self.runner = Engine(config.model, workers=config.batching.inference_workers or 1)
         self.metrics = metrics
         self.labels = LabelMap(["__background__"])
         self.version = ""
@@ -91,6 +91,8 @@ class DetectionModel(Model):  # type: ignore[misc]
             return True
         start = time.perf_counter()
         loaded = self.runner.load()
+        if self.config.model.draft_decode:
+            self.decoder.shrink = self.runner.shrink_target()
         self.labels = LabelMap(loaded.labels)
         self.version = loaded.version
         self.runner.warm_up(self.config.model.warmup_batch_sizes)

@@ -4,7 +4,11 @@
     images.py       a request's images decoded in parallel, under its pixel budget
     batcher.py      images from many requests -> batches, deadlines, queue limits
     engine.py       a batch through the detector on one device (CPU or CUDA)
-    cpu_engine.py   on a CPU: the dense parts (backbone, head) traced and fused
+    cpu_engine.py   on a CPU: the dense parts (backbone, head) put on OpenVINO, checked
+    ov_graph.py     torch.export -> OpenVINO graph, compiled per shape, run per image
+    precision.py    fp32 / bf16 / fp16 / int8: what the CPU has, the load-time check
+    anchors.py      anchors computed once per input shape
+    torchscript.py  the former traced, oneDNN-fused path (--cpu_engine torchscript)
     bn_fold.py      BatchNorm folded into the convolution before it
     loader.py       a model folder -> a torchvision detector with its weights
     detections.py   raw model output -> the detections a request asked for

@@ -1,215 +1,117 @@
-"""The CPU execution path: the dense part of a detector traced, frozen and fused by oneDNN.
+"""The CPU engine: puts a detector's dense layers on OpenVINO, checked, or says why not.
 
-A torchvision detector spends most of its CPU time in two tensor-in, tensor-out parts:
-``backbone`` (every detector) and ``head`` (SSD, SSDlite, RetinaNet, FCOS). Each is
-traced with ``torch.jit.trace`` from a channels_last copy, frozen (weights become
-constants) and run with oneDNN Graph fusion on (``torch.jit.enable_onednn_fusion``),
-which compiles conv + activation + add chains into single kernels with prepacked
-weights. No C++ compiler is involved: oneDNN generates its kernels itself, so this
-works in the runtime image. Measured on the demo detector (one thread, CPU time per
-640x480 picture, interleaved): the whole model 23 ms against 49 ms eager with BatchNorm
-folded and 56 ms as torchvision builds it.
+:func:`accelerate` exports backbone (+ head) with ``torch.export`` (see :mod:`.ov_graph`),
+compiles it in the precision :mod:`.precision` chooses, checks it against eager, and
+swaps the model's parts in place. Nothing here uses TorchScript: the next torch release
+cannot take the path away, and no C++ compiler is needed (OpenVINO brings its kernels),
+so it works in the runtime image.
 
-The rest of the model (resize, anchors, box decoding, NMS) stays eager, as torchvision
-wrote it. The traced parts run one image at a time: a fused graph is specialised to the
-shapes it saw, and on a CPU a batch of one is as fast per image as a batch of eight.
-Shapes past :data:`MAX_SHAPES` run eager, so a stream of odd image sizes never falls
-onto TorchScript's slow unspecialised path.
-
-Each part is checked against eager on a sample at load; a part that cannot be traced,
-or whose outputs differ, stays eager, with a log line saying why. Frozen parts are
-cached under ``--cache_dir`` (keyed by torch version, architecture and a hash of the
-weights), so a restart skips the trace.
+Measured on the demo detector's backbone + head (one thread, batch 1, 320x320,
+interleaved rounds, busy 2-core machine, so relative): OpenVINO fp32 1.1x the TorchScript
+path it replaces, bf16 1.8x; the graph exported with ``torch.export`` and given static
+shapes runs as fast as the one from the legacy ONNX exporter (docs/speed.md).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
 import logging
 import os
 import stat
-import threading
-import warnings
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from . import precision as prec
+from .anchors import CachedAnchors
+from .ov_graph import (
+    Dense,
+    EngineBackbone,
+    EngineHead,
+    Runtime,
+    Shapes,
+    cache_key,
+    capture,
+    export,
+    fixed_size,
+    max_error,
+)
+from .precision import Precision
+
 log = logging.getLogger(__name__)
 
-# Distinct input shapes each traced part is specialised for; later shapes run eager.
-MAX_SHAPES = 4
-# Profiling runs TorchScript needs before it installs the fused graph for a shape.
-PROFILING_RUNS = 3
-_PARTS = ("backbone", "head")
-# Largest difference from eager, relative to the outputs' scale, that still counts as the
-# same: fusion reorders float sums (~1e-6 seen); a wrong trace is off by far more.
-TOLERANCE = 1e-3
-Key = tuple[tuple[int, ...], ...]
-_fusion_lock = threading.Lock()
-_fusion_on = False
+# Check pictures the load-time precision check runs (eager and engine, whole model).
+CHECK_PICTURES = 4
 
 
 @dataclass
 class Report:
-    """What :func:`accelerate` did to each part, for the log and the tests."""
+    """What :func:`accelerate` did, for the log and the tests."""
 
-    fused: list[str] = field(default_factory=list)
-    eager: dict[str, str] = field(default_factory=dict)  # part -> why
-    cached: list[str] = field(default_factory=list)
+    engine: list[str] = field(default_factory=list)  # parts on the engine
+    eager: dict[str, str] = field(default_factory=dict)  # part -> why it stays eager
+    cached: bool = False
+    static: bool = False
+    precision: str = ""
+    why_precision: str = ""
     resize_first: bool = False
 
     def summary(self) -> str:
         """One log line."""
-        done = ", ".join(f"{p}{' (cached)' if p in self.cached else ''}" for p in self.fused)
-        kept = "; ".join(f"{p} eager: {why}" for p, why in self.eager.items())
-        order = "resize before normalise" if self.resize_first else ""
-        return "; ".join(x for x in (f"oneDNN-fused {done}" if done else "", order, kept) if x)
+        parts = []
+        if self.engine:
+            shapes = "static shape" if self.static else "static per shape, then dynamic"
+            cached = ", from cache" if self.cached else ""
+            parts.append(f"OpenVINO {self.precision} runs {'+'.join(self.engine)} "
+                         f"({shapes}{cached}; {self.why_precision})")
+        if self.resize_first:
+            parts.append("resize before normalise")
+        parts += [f"{p} eager: {why}" for p, why in self.eager.items()]
+        return "; ".join(parts)
 
 
-def enable_fusion() -> None:
-    """Turns oneDNN Graph fusion on for this process, with room for MAX_SHAPES shapes."""
-    global _fusion_on
-    with _fusion_lock:
-        if not _fusion_on:
-            with _quiet():
-                torch.jit.enable_onednn_fusion(True)
-                torch.jit.set_fusion_strategy([("STATIC", MAX_SHAPES)])
-            _fusion_on = True
+@dataclass(frozen=True)
+class Options:
+    """How to build the engine (from the server's flags)."""
+
+    precision: str = "auto"  # auto, fp32, bf16, fp16, int8
+    threads: int = 1  # per inference worker
+    workers: int = 1
+    cache_dir: str | None = None
+    check_dir: str | None = None  # --calibration_dir: the user's own pictures
+    example: str | None = None  # a picture that ships with the package
 
 
-def _batch_of(x: Any) -> int:
-    return int((x[0] if isinstance(x, list | tuple) else x).shape[0])
+def private_dir(path: Path) -> Path | None:
+    """``path``, created 0700; None (no cache) when someone else could write into it.
 
-
-def _slice(x: Any, i: int) -> Any:
-    if isinstance(x, list | tuple):
-        return [t[i:i + 1] for t in x]
-    return x[i:i + 1]
-
-
-def _shape_key(x: Any) -> Key:
-    tensors = x if isinstance(x, list | tuple) else [x]
-    return tuple(tuple(t.shape) for t in tensors)
-
-
-def _channels_last(x: Any) -> Any:
-    """4-D tensors (alone or in a list) in channels_last, the layout oneDNN runs fastest."""
-    if isinstance(x, list | tuple):
-        return [_channels_last(t) for t in x]
-    if isinstance(x, torch.Tensor) and x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-def _standard(x: Any) -> Any:
-    """Outputs back in the standard layout, as the eager code after the part expects."""
-    if isinstance(x, torch.Tensor):
-        return x.contiguous()
-    if isinstance(x, dict):
-        return {k: _standard(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return type(x)(_standard(v) for v in x)
-    return x
-
-
-def _concat(outputs: Sequence[Any]) -> Any:
-    """Joins per-image outputs along the batch: a tensor, a list/tuple or a dict of them."""
-    first = outputs[0]
-    if len(outputs) == 1:
-        return OrderedDict(first) if isinstance(first, dict) else first
-    if isinstance(first, torch.Tensor):
-        return torch.cat(list(outputs))
-    if isinstance(first, dict):
-        return OrderedDict((k, _concat([o[k] for o in outputs])) for k in first)
-    if isinstance(first, list | tuple):
-        return type(first)(_concat([o[j] for o in outputs]) for j in range(len(first)))
-    raise TypeError(f"cannot join outputs of type {type(first).__name__}")
-
-
-class PerImage(nn.Module):
-    """Runs a traced part one image at a time, checked against eager on each new shape.
-
-    The first image of a new shape runs both ways; the traced part keeps that shape only
-    when it matched (and when fewer than :data:`MAX_SHAPES` are kept), else the shape
-    runs eager from then on.
+    A folder owned by root and written at image build time is trusted too (read-only
+    to the server). A tampered graph would give wrong answers, so only our own counts.
     """
-
-    def __init__(self, name: str, traced: torch.jit.ScriptModule, eager: nn.Module,
-                 checked: Any = None) -> None:
-        super().__init__()
-        self.name = name
-        self.traced = traced
-        self.eager = eager
-        self._traced_shapes: set[Key] = set() if checked is None else {_shape_key(checked)}
-        self._eager_shapes: set[Key] = set()
-        self._checking = 0  # new shapes being checked right now
-        self._lock = threading.Lock()
-
-    def _traced(self, one: Any) -> Any:
-        return _standard(self.traced(_channels_last(one)))
-
-    def _first_time(self, one: Any, key: Key) -> Any:
-        """Runs a new shape both ways and decides which way it goes from now on."""
-        with self._lock:  # a slot is reserved before the check, so two threads share none
-            full = len(self._traced_shapes) + self._checking >= MAX_SHAPES
-            if full:
-                self._eager_shapes.add(key)
-            else:
-                self._checking += 1
-        if full:  # a new specialisation would land on TorchScript's slow path
-            log.info("%s: input shape %s runs eager (%d shapes are fused already)",
-                     self.name, key, MAX_SHAPES)
-            return self.eager(one)
-        error = float("inf")
-        try:
-            want = self.eager(one)
-            try:
-                got = self._traced(one)
-                error = _max_error(want, got)
-            except Exception as exc:  # a shape the trace cannot take
-                why = f"{type(exc).__name__}: {str(exc)[:200]}"
-            else:
-                why = f"outputs differ from eager by {error:.2g} (relative)"
-        finally:
-            with self._lock:
-                self._checking -= 1
-                if error <= TOLERANCE:
-                    self._traced_shapes.add(key)
-                else:
-                    self._eager_shapes.add(key)
-        if error > TOLERANCE:
-            log.warning("%s: input shape %s runs eager: %s", self.name, key, why)
-        return want
-
-    def forward(self, x: Any) -> Any:
-        """Same inputs and outputs as the eager part."""
-        outputs = []
-        for i in range(_batch_of(x)):
-            one = _slice(x, i)
-            key = _shape_key(one)
-            if key in self._traced_shapes:
-                outputs.append(self._traced(one))
-            elif key in self._eager_shapes:
-                outputs.append(self.eager(one))
-            else:
-                outputs.append(self._first_time(one, key))
-        return _concat(outputs)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.stat()
+    except OSError as exc:
+        log.warning("cache dir %s unusable (%s): exporting without a cache", path, exc)
+        return None
+    if info.st_uid not in (os.getuid(), 0) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        log.warning("cache dir %s is not private to this user: exporting without a cache", path)
+        return None
+    return path
 
 
-def _resize_first(model: nn.Module, sample: list[torch.Tensor]) -> str | None:
+def resize_first(model: nn.Module, sample: list[torch.Tensor]) -> str | None:
     """Makes the model's transform resize before it normalises; None if done, else why not.
 
     Normalising is a per-channel scale and shift and bilinear resizing a per-channel
     weighted mean, so the order does not change the result (to float rounding), but
-    normalising the resized picture touches a third of the pixels of a 640x480 one
-    (SSDlite: 3.5 -> 1.4 ms a picture). Checked on the sample; else left as it was.
+    normalising the resized picture touches a third of the pixels of a 640x480 one.
+    Checked on the sample; else left as it was.
     """
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
@@ -228,185 +130,229 @@ def _resize_first(model: nn.Module, sample: list[torch.Tensor]) -> str | None:
     transform.resize = resize_then_normalize
     with torch.no_grad():
         got = transform([t.clone() for t in sample])[0].tensors
-    error = _max_error(want, got)
-    if error > TOLERANCE:
+    error = max_error(want, got)
+    if error > 1e-3:
         del transform.normalize, transform.resize  # back to the class's own methods
         return f"resized then normalised differs by {error:.2g}"
     return None
 
 
-def _capture_inputs(model: nn.Module, sample: list[torch.Tensor]) -> dict[str, Any]:
-    """The first positional input each part sees when the eager model runs ``sample``."""
-    seen: dict[str, Any] = {}
-    handles = []
-    for name in _PARTS:
-        part = getattr(model, name, None)
-        if isinstance(part, nn.Module):
-            def hook(_m: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
-                seen.setdefault(name, args[0])
-            handles.append(part.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
+def _cache_anchors(model: nn.Module) -> None:
+    for owner in (model, getattr(model, "rpn", None)):
+        generator = getattr(owner, "anchor_generator", None)
+        if isinstance(generator, nn.Module) and not isinstance(generator, CachedAnchors):
+            owner.anchor_generator = CachedAnchors(generator)  # type: ignore[union-attr]
 
 
-def _weights_digest(part: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in part.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _private_dir(path: Path) -> Path | None:
-    """``path``, created 0700; None (no cache) when someone else could write into it.
-
-    A folder owned by root and written at image build time is trusted too (read-only
-    to the server): root can change the server's code anyway.
-    """
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = path.stat()
-    except OSError as exc:
-        log.warning("cache dir %s unusable (%s): tracing without a cache", path, exc)
-        return None
-    if info.st_uid not in (os.getuid(), 0) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        # A cached part is TorchScript, which runs code from the file: only trust our own.
-        log.warning("cache dir %s is not private to this user: tracing without a cache", path)
-        return None
-    return path
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silences TorchScript's deprecation warnings (load time only, on the main thread).
-
-    torch asks for torch.compile or torch.export instead; on a CPU both need a C++
-    compiler at run time, which the runtime image does not have.
-    """
-    with warnings.catch_warnings():
-        for category in (FutureWarning, DeprecationWarning, UserWarning):
-            warnings.simplefilter("ignore", category)
-        yield
-
-
-def _trace(part: nn.Module, example: Any) -> torch.jit.ScriptModule:
-    with torch.no_grad(), _quiet():
-        arg = (example,) if isinstance(example, list) else example
-        traced = torch.jit.trace(  # type: ignore[no-untyped-call]
-            part, arg, strict=False, check_trace=False)
-        frozen: torch.jit.ScriptModule = torch.jit.freeze(traced.eval())
-    return frozen
-
-
-def _max_error(a: Any, b: Any) -> float:
-    if isinstance(a, torch.Tensor):
-        if not isinstance(b, torch.Tensor) or a.shape != b.shape:
-            return float("inf")
-        scale = float(a.abs().max()) if a.numel() else 0.0
-        return float((a - b).abs().max()) / max(1.0, scale) if a.numel() else 0.0
-    if isinstance(a, dict):
-        if not isinstance(b, dict) or list(a) != list(b):
-            return float("inf")
-        return max((_max_error(a[k], b[k]) for k in a), default=0.0)
-    if isinstance(a, list | tuple):
-        if not isinstance(b, list | tuple) or len(a) != len(b):
-            return float("inf")
-        return max((_max_error(x, y) for x, y in zip(a, b, strict=True)), default=0.0)
-    return 0.0 if a == b else float("inf")
-
-
-def _build_part(name: str, part: nn.Module, example: Any, tag: str,
-                cache_dir: Path | None, report: Report) -> PerImage | None:
-    one = _slice(example, 0)
-    path = None
-    if cache_dir is not None:
-        key = hashlib.sha256("|".join([
-            torch.__version__, tag, name, type(part).__qualname__, str(_shape_key(one)),
-            "channels_last",
-            _weights_digest(part)]).encode()).hexdigest()[:32]
-        path = cache_dir / f"{name}-{key}.pt"
-    traced: torch.jit.ScriptModule | None = None
-    if path is not None and path.is_file():
-        try:
-            with _quiet():
-                traced = torch.jit.load(  # type: ignore[no-untyped-call]
-                    str(path), map_location="cpu")
-            report.cached.append(name)
-        except Exception as exc:  # a truncated or stale file: trace again
-            log.warning("cached %s unreadable (%s): tracing again", path, exc)
-    if traced is None:
-        # A copy: the eager part keeps its layout for the shapes that run eager.
-        layout = copy.deepcopy(part).to(memory_format=torch.channels_last)
-        traced = _trace(layout, _channels_last(one))
-        if path is not None:
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            try:
-                with _quiet():
-                    torch.jit.save(traced, str(tmp))
-                tmp.replace(path)
-            except OSError as exc:
-                log.warning("cannot cache %s (%s)", path, exc)
+def _detect(model: nn.Module, pictures: Sequence[np.ndarray]) -> list[prec.Dets]:
+    out = []
     with torch.inference_mode():
-        want = part(one)
-        got = None
-        for _ in range(PROFILING_RUNS):  # profiling, then the fused graph
-            got = _standard(traced(_channels_last(one)))
-    error = _max_error(want, got)
-    if error > TOLERANCE:
-        report.eager[name] = f"traced outputs differ from eager by {error:.2g} (relative)"
+        for pic in pictures:
+            det = model([torch.from_numpy(np.array(pic)).permute(2, 0, 1)
+                         .float().div(255.0)])[0]
+            out.append((det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy()))
+    return out
+
+
+def _model_inputs(model: nn.Module, pictures: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """What the backbone sees for each picture (the transform's output), for calibration."""
+    out = []
+    with torch.inference_mode():
+        for pic in pictures:
+            tensor = torch.from_numpy(np.array(pic)).permute(2, 0, 1).float() / 255
+            transform: Any = model.transform
+            out.append(transform([tensor])[0].tensors.numpy())
+    return out
+
+
+def _graph(dense: Dense, x: torch.Tensor, tag: str, static: bool, folder: Path | None,
+           runtime: Runtime) -> tuple[Any, bool]:
+    """The exported ``ov.Model``, from the cache when it is there; (model, cached)."""
+    import openvino as ov
+
+    path = None
+    if folder is not None:
+        path = folder / f"dense-{cache_key(tag, dense, x[:1].shape, static)}.xml"
+        if path.is_file() and path.with_suffix(".bin").is_file():
+            try:
+                return runtime.core.read_model(str(path)), True
+            except Exception as exc:  # noqa: BLE001 - a truncated or stale file: export again
+                log.warning("cached %s unreadable (%s): exporting again", path, exc)
+    model = export(dense, x, static)
+    if path is not None:
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.xml")
+        try:
+            ov.save_model(model, str(tmp), compress_to_fp16=False)
+            tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("cannot cache %s (%s)", path, exc)
+    return model, False
+
+
+def _calibration_digest(pictures: Sequence[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for pic in pictures:
+        digest.update(np.ascontiguousarray(pic).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _install(model: nn.Module, dense: Dense, layout: Any, shapes: Shapes, tag: str) -> None:
+    model.backbone = EngineBackbone(dense.backbone, layout, shapes, f"{tag}.dense")
+    if dense.head is not None:
+        model.head = EngineHead(dense.head)
+
+
+def _uninstall(model: nn.Module, dense: Dense) -> None:
+    model.backbone = dense.backbone
+    if dense.head is not None:
+        model.head = dense.head
+
+
+def _build(model: nn.Module, dense: Dense, layout: Any, x: torch.Tensor, graph: Any,
+           runtime: Runtime, static: bool, tag: str) -> tuple[Shapes, float]:
+    """Compiles ``graph`` for the sample's shape (and dynamic), installs it; the error."""
+    gate = prec.GATES[runtime.precision]
+    shape = tuple(x[:1].shape)
+    dynamic = None if static else runtime.compile(graph)
+
+    def eager(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.inference_mode():
+            return tuple(dense(t))
+
+    shapes = Shapes(runtime, None if static else graph, dynamic, eager, gate.tolerance,
+                    f"{tag}.dense")
+    compiled = runtime.compile(graph, shape)
+    with torch.inference_mode():
+        error = max_error(eager(x[:1]), tuple(compiled(x[:1])))
+    shapes.add(shape, compiled)
+    _install(model, dense, layout, shapes, tag)
+    return shapes, error
+
+
+def _try(model: nn.Module, dense: Dense, layout: Any, x: torch.Tensor, graph: Any,
+         runtime: Runtime, static: bool, tag: str, checks: Sequence[np.ndarray],
+         reference: Sequence[prec.Dets]) -> str | None:
+    """Installs the engine in ``runtime.precision``; None when it passed, else why not."""
+    gate = prec.GATES[runtime.precision]
+    _, error = _build(model, dense, layout, x, graph, runtime, static, tag)
+    if error > gate.tolerance:
+        _uninstall(model, dense)
+        return f"outputs differ from eager by {error:.2g} (relative; limit {gate.tolerance})"
+    if runtime.precision is Precision.FP32 or not checks:
         return None
-    return PerImage(f"{tag}.{name}", traced, part, one)
+    ok, words = prec.agreement(runtime.precision, reference, _detect(model, checks))
+    log.info("CPU engine %s check on %d pictures: %s", runtime.precision.value, len(checks),
+             words)
+    if not ok:
+        _uninstall(model, dense)
+        return words
+    return None
 
 
 def accelerate(model: nn.Module, tag: str, sample: list[torch.Tensor],
-               cache_dir: str | None) -> Report:
-    """Swaps the model's backbone and head for fused, traced copies, in place, where it can.
+               options: Options) -> Report:
+    """Swaps the model's backbone (and head) for the OpenVINO engine, in place, where it can.
 
     Args:
         model: an eval-mode torchvision detector on the CPU.
         tag: names the model in cache keys (its architecture).
         sample: a list of one ``3 x H x W`` float image, as the model takes it.
-        cache_dir: where frozen parts are kept between starts; None or "" for no cache.
+        options: precision, threads, cache folder, check pictures.
     """
     report = Report()
     if isinstance(model, torch.jit.ScriptModule):
         report.eager["model"] = "a TorchScript archive is run as it is"
         return report
-    try:
-        inputs = _capture_inputs(model, sample)
-    except Exception as exc:
-        report.eager["model"] = f"the sample did not run ({type(exc).__name__}: {exc})"
-        return report
-    if not inputs:
-        report.eager["model"] = "no backbone or head to trace"
+    if not isinstance(getattr(model, "backbone", None), nn.Module):
+        report.eager["model"] = "no backbone to export"
         return report
     try:
-        enable_fusion()
-    except Exception as exc:  # a torch without TorchScript's oneDNN fuser
-        report.eager["model"] = f"no oneDNN Graph fusion in this torch ({exc})"
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        report.eager["model"] = f"OpenVINO is not installed ({exc})"
         return report
-    why = _resize_first(model, sample)
+    _cache_anchors(model)
+    why = resize_first(model, sample)
     if why is None:
         report.resize_first = True
     elif why:
         report.eager["transform"] = why
-    folder = _private_dir(Path(cache_dir)) if cache_dir else None
-    for name in _PARTS:
-        if name not in inputs:
-            continue
-        part = getattr(model, name)
+    try:
+        x, layout = capture(model, sample)
+    except Exception as exc:  # noqa: BLE001
+        report.eager["model"] = f"the sample did not run ({type(exc).__name__}: {exc})"
+        return report
+    head = getattr(model, "head", None) if layout.head_keys is not None else None
+    backbone = model.backbone
+    assert isinstance(backbone, nn.Module)
+    dense = Dense(backbone, head if isinstance(head, nn.Module) else None).eval()
+    static = fixed_size(model) is not None
+    folder = private_dir(Path(options.cache_dir)) if options.cache_dir else None
+    native = prec.native_precisions()
+    first, why_first = prec.resolve(options.precision, native)
+    try:
+        runtime = Runtime(first, options.threads, options.workers, folder)
+        graph, report.cached = _graph(dense, x, tag, static, folder, runtime)
+    except Exception as exc:  # noqa: BLE001 - code that does not export: keep it eager
+        report.eager["backbone+head" if head is not None else "backbone"] = (
+            f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        return report
+    checks = [*prec.pictures(options.check_dir, CHECK_PICTURES)]
+    if options.example and len(checks) < CHECK_PICTURES:
+        checks += prec.pictures(Path(options.example).parent, 1)
+    reference = _detect(model, checks) if first is not Precision.FP32 else []
+    order = [first] + ([Precision.FP32] if first is not Precision.FP32 else [])
+    if first is Precision.INT8:
+        order = [Precision.INT8, native[0]] + ([Precision.FP32] if native[0] is not
+                                                 Precision.FP32 else [])
+    refused: list[str] = []
+    for choice in order:
+        runtime.precision, runtime.config = choice, prec.ov_config(
+            choice, options.threads, options.workers)
+        candidate = graph
+        if choice is Precision.INT8:
+            candidate = _int8(model, graph, options, folder, tag, dense, x, refused)
+            if candidate is None:
+                continue
         try:
-            wrapped = _build_part(name, part, inputs[name], tag, folder, report)
-        except Exception as exc:  # torchvision code that does not trace: keep it eager
-            report.eager[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            continue
-        if wrapped is not None:
-            setattr(model, name, wrapped)
-            report.fused.append(name)
+            why = _try(model, dense, layout, x, candidate, runtime, static, tag, checks,
+                       reference)
+        except Exception as exc:  # noqa: BLE001 - a graph the runtime cannot take
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        if why is None:
+            report.engine = ["backbone", "head"] if head is not None else ["backbone"]
+            report.static = static
+            report.precision = choice.value
+            report.why_precision = "; ".join([*refused, why_first if not refused else
+                                              f"then {choice.value}"])
+            return report
+        refused.append(f"{choice.value} refused: {why}")
+        log.warning("CPU engine: %s refused: %s", choice.value, why)
+    report.eager["backbone+head" if head is not None else "backbone"] = "; ".join(refused)
     return report
+
+
+def _int8(model: nn.Module, graph: Any, options: Options, folder: Path | None, tag: str,
+          dense: Dense, x: torch.Tensor, refused: list[str]) -> Any:
+    """The int8 graph calibrated on ``--calibration_dir``, or None (reason in ``refused``)."""
+    import openvino as ov
+
+    pictures = prec.pictures(options.check_dir, prec.MAX_CALIBRATION)
+    if not pictures:
+        refused.append("int8 refused: it needs --calibration_dir with pictures to calibrate on")
+        return None
+    path = None
+    if folder is not None:
+        key = cache_key(tag, dense, x[:1].shape, True) + _calibration_digest(pictures)
+        path = folder / f"dense-int8-{hashlib.sha256(key.encode()).hexdigest()[:32]}.xml"
+        if path.is_file():
+            return ov.Core().read_model(str(path))
+    try:
+        quantized = prec.quantize(graph, _model_inputs(model, pictures))
+    except ImportError:
+        refused.append("int8 refused: NNCF is not installed (pip install nncf)")
+        return None
+    if path is not None:
+        ov.save_model(quantized, str(path), compress_to_fp16=False)
+    return quantized

@@ -9,6 +9,7 @@ nothing.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,13 +95,60 @@ def decode_image(data: bytes, limits: ImageLimits, where: str = "image") -> np.n
     to 8-bit RGB, and a picture with transparency is composited onto :data:`BACKGROUND`.
     """
     img = open_checked(data, limits, where)
+    _load(img, where)
+    return to_rgb_array(img)
+
+
+def _load(img: Image.Image, where: str) -> None:
     try:
         img.load()
         # In place: otherwise PIL returns a full copy even when there is nothing to turn.
         ImageOps.exif_transpose(img, in_place=True)
     except Exception as exc:  # truncated data, bad chunks, CRC errors...
         raise DecodeError(f"{where}: truncated or corrupt {img.format} data ({exc})") from exc
-    return to_rgb_array(img)
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """A JPEG decoded at reduced scale, and the size of the picture as it was sent."""
+
+    pixels: np.ndarray  # h x w x 3 uint8, EXIF orientation applied
+    size: tuple[int, int]  # (height, width) as sent, EXIF orientation applied
+
+
+# EXIF orientations that swap width and height (the transposes and quarter turns).
+_SWAPPING = (5, 6, 7, 8)
+_ORIENTATION = 0x0112
+
+
+def decode_for_model(data: bytes, limits: ImageLimits,
+                     target: Callable[[int, int], tuple[int, int]] | None,
+                     where: str = "image") -> np.ndarray | Scaled:
+    """Like :func:`decode_image`, but a JPEG the model will shrink is decoded smaller.
+
+    ``target(width, height)`` is the size the model resizes the (upright) picture to.
+    When that is at most half the picture's size on both sides, libjpeg decodes at 1/2,
+    1/4 or 1/8 scale (PIL's ``draft``: DCT scaling, which also averages away the aliasing
+    a plain bilinear shrink has), never below the target. The result is then a
+    :class:`Scaled` that remembers the size the boxes must be reported in.
+    """
+    img = open_checked(data, limits, where)
+    if target is None or img.format not in ("JPEG", "MPO"):
+        _load(img, where)
+        return to_rgb_array(img)
+    try:
+        swap = img.getexif().get(_ORIENTATION, 1) in _SWAPPING
+    except Exception:  # a broken EXIF block: exif_transpose will not turn it either
+        swap = False
+    width, height = (img.height, img.width) if swap else (img.width, img.height)
+    want_w, want_h = target(width, height)
+    if want_w * 2 <= width and want_h * 2 <= height:
+        img.draft(None, (want_h, want_w) if swap else (want_w, want_h))
+    _load(img, where)
+    pixels = to_rgb_array(img)
+    if pixels.shape[:2] == (height, width):
+        return pixels
+    return Scaled(pixels, (height, width))
 
 
 def to_rgb_array(img: Image.Image) -> np.ndarray:

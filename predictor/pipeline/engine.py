@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..config import ModelConfig
+from ..config import DEMO_MODEL_DIR, ModelConfig
 from .bn_fold import fuse_conv_bn
-from .cpu_engine import accelerate
+from .decode import Scaled
 from .detections import RawDetections
 from .loader import LoadedModel, load_model
 
@@ -33,19 +33,24 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-Image = np.ndarray | torch.Tensor
-"""An image for :meth:`Engine.run`: ``H x W x 3`` uint8 numpy, or ``3 x H x W`` uint8 torch
-(what :meth:`Engine.decode_jpeg` returns, already on the device)."""
+Image = np.ndarray | torch.Tensor | Scaled
+"""An image for :meth:`Engine.run`: ``H x W x 3`` uint8 numpy, ``3 x H x W`` uint8 torch
+(what :meth:`Engine.decode_jpeg` returns, already on the device), or a JPEG decoded at
+reduced scale (:class:`Scaled`, boxes reported in the picture's own pixels)."""
 
 
 def image_size(img: Image) -> tuple[int, int]:
-    """(height, width) of either image form."""
+    """(height, width) of the picture as sent, whatever its form."""
+    if isinstance(img, Scaled):
+        return img.size
     if isinstance(img, torch.Tensor):
         return int(img.shape[1]), int(img.shape[2])
     return int(img.shape[0]), int(img.shape[1])
 
 
 def _to_chw_float(img: Image, device: torch.device) -> torch.Tensor:
+    if isinstance(img, Scaled):
+        img = img.pixels
     if isinstance(img, torch.Tensor):
         return img.to(device, non_blocking=True).float().div_(255.0)
     # uint8 crosses to the device (4x less traffic than floats), then converts.
@@ -65,6 +70,16 @@ def _warmup_image(size: tuple[int, int]) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=(*size, 3), dtype=np.uint8)
 
 
+def _to_sent(boxes: np.ndarray, img: Image) -> np.ndarray:
+    """Boxes in the pixels of the picture as sent (a draft-decoded one is smaller)."""
+    if not isinstance(img, Scaled):
+        return boxes
+    height, width = img.size
+    decoded_h, decoded_w = img.pixels.shape[:2]
+    scale = np.array([width / decoded_w, height / decoded_h] * 2, dtype=boxes.dtype)
+    return np.asarray(boxes * scale, dtype=boxes.dtype)
+
+
 class Engine:
     """Owns the model and the device.
 
@@ -73,10 +88,12 @@ class Engine:
     calls, so concurrent calls are safe.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, workers: int = 1) -> None:
         self.cfg = cfg
+        self.workers = workers  # inference workers calling run() at once
         self.loaded: LoadedModel | None = None
         self.device = torch.device("cpu")
+        self.engine_report = ""
 
     @property
     def labels(self) -> list[str]:
@@ -98,15 +115,55 @@ class Engine:
         if self.cfg.channels_last and self.device.type == "cuda":
             module = module.to(memory_format=torch.channels_last)
         if self.cfg.cpu_accel and self.device.type == "cpu" and not loaded.scripted:
-            start = time.perf_counter()
-            sample = _to_chw_float(_warmup_image((480, 640)), self.device)
-            report = accelerate(module, loaded.architecture, [sample], self.cfg.cache_dir)
-            log.info("CPU path: %s (%.1f s)", report.summary(), time.perf_counter() - start)
+            self._accelerate(module, loaded.architecture)
         loaded.module = module
         self.loaded = loaded
         log.info("loaded %s from %s on %s (%d classes)", loaded.architecture, loaded.source,
                  self.device, len(loaded.labels))
         return loaded
+
+    def _accelerate(self, module: torch.nn.Module, architecture: str) -> None:
+        start = time.perf_counter()
+        sample = [_to_chw_float(_warmup_image((480, 640)), self.device)]
+        if self.cfg.cpu_engine == "torchscript":
+            from . import torchscript
+
+            summary = torchscript.accelerate(module, architecture, sample,
+                                             self.cfg.cache_dir).summary()
+        else:
+            from . import cpu_engine
+
+            options = cpu_engine.Options(
+                precision=self.cfg.cpu_precision, threads=torch.get_num_threads(),
+                workers=self.workers, cache_dir=self.cfg.cache_dir or None,
+                check_dir=self.cfg.calibration_dir,
+                example=str(DEMO_MODEL_DIR / "example.jpg"))
+            summary = cpu_engine.accelerate(module, architecture, sample, options).summary()
+        self.engine_report = summary
+        log.info("CPU path: %s (%.1f s)", summary, time.perf_counter() - start)
+
+    def shrink_target(self) -> Callable[[int, int], tuple[int, int]] | None:
+        """For draft decoding: (width, height) the model resizes a picture to; None if unknown.
+
+        A torchvision detector's transform resizes to a fixed size (SSD) or scales the
+        short side to ``min_size`` within ``max_size`` (the others).
+        """
+        from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+        assert self.loaded is not None, "load() first"
+        transform = getattr(self.loaded.module, "transform", None)
+        if not isinstance(transform, GeneralizedRCNNTransform) or self.loaded.scripted:
+            return None
+        if transform.fixed_size:
+            height, width = transform.fixed_size
+            return lambda _w, _h: (int(width), int(height))
+        min_size, max_size = float(transform.min_size[-1]), float(transform.max_size)
+
+        def target(w: int, h: int) -> tuple[int, int]:
+            scale = min(min_size / min(w, h), max_size / max(w, h))
+            return max(1, int(w * scale)), max(1, int(h * scale))
+
+        return target
 
     def warm_up(self, batch_sizes: Sequence[int], size: tuple[int, int] = (480, 640)) -> float:
         """Runs each batch size once on a synthetic picture; returns the seconds spent."""
@@ -153,11 +210,11 @@ class Engine:
                     outputs = outputs[1]
                 return [
                     RawDetections(
-                        boxes=out["boxes"].float().cpu().numpy(),
+                        boxes=_to_sent(out["boxes"].float().cpu().numpy(), img),
                         scores=out["scores"].float().cpu().numpy(),
                         labels=out["labels"].cpu().numpy(),
                     )
-                    for out in outputs
+                    for out, img in zip(outputs, images, strict=True)
                 ]
             except torch.cuda.OutOfMemoryError as exc:
                 torch.cuda.empty_cache()

@@ -20,7 +20,7 @@ from .decode import (
     ImageLimits,
     ImageSource,
     check_pixels,
-    decode_image,
+    decode_for_model,
     is_plain_jpeg,
     open_checked,
 )
@@ -65,11 +65,13 @@ class ImageDecoder:
     """Decodes the images of one request at a time, in ``pool``."""
 
     def __init__(self, limits: ImageLimits, max_request_pixels: int, pool: Executor,
-                 device_jpeg: Callable[[bytes], Image] | None = None) -> None:
+                 device_jpeg: Callable[[bytes], Image] | None = None,
+                 shrink: Callable[[int, int], tuple[int, int]] | None = None) -> None:
         self.limits = limits
         self.max_request_pixels = max_request_pixels
         self.pool = pool
         self.device_jpeg = device_jpeg
+        self.shrink = shrink  # (width, height) the model resizes to: JPEGs decode smaller
 
     def _one(self, source: ImageSource, where: str, budget: PixelBudget) -> Image:
         budget.check(where)  # once the request is over its budget, decode nothing more
@@ -84,7 +86,7 @@ class ImageDecoder:
                 raise DecodeError(f"{where}: truncated or corrupt {header.format} data "
                                   f"({exc})") from exc
         else:
-            image = decode_image(source, self.limits, where)
+            image = decode_for_model(source, self.limits, self.shrink, where)
         budget.spend(pixels(image), where)
         return image
 
