@@ -25,33 +25,28 @@
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# --- web-requirements: the client's dependencies and the [web] extra, nothing else.
-FROM ${BASE_IMAGE} AS web-requirements
+# --- requirements: the two dependency lists, read from pyproject.toml alone, so that
+# editing anything else (tools, dev extras) keeps the heavy dependency layers cached.
+# web.txt: the client's dependencies and the [web] extra; server.txt: the client's and
+# the [server] extra.
+FROM ${BASE_IMAGE} AS requirements
 COPY pyproject.toml /src/pyproject.toml
 RUN python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['web']))" > /requirements.txt
+extra = p['optional-dependencies']; \
+[open(f'/{n}.txt', 'w').write('\n'.join(p['dependencies'] + extra[n])) for n in ('web', 'server')]"
 
-# --- web-builder: a virtualenv with those, and the client package alone in /opt/app.
+# --- web-builder: a virtualenv with web.txt, and the client package alone in /opt/app.
 FROM ${BASE_IMAGE} AS web-builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_DEFAULT_TIMEOUT=180
-COPY predictor/py.typed .build/ca.cr[t] /tmp/build/
-COPY --from=web-requirements /requirements.txt /tmp/build/requirements.txt
-RUN set -eu; \
-    if [ -f /tmp/build/ca.crt ]; then export PIP_CERT=/tmp/build/ca.crt; fi; \
-    python -m venv /opt/venv; \
-    /opt/venv/bin/pip install -r /tmp/build/requirements.txt; \
-    /opt/venv/bin/pip uninstall -y -q pip; \
-    site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
-    echo /opt/app > "$site/kserve_detector_app.pth"
+# The glob lets the build go on where no CA bundle was supplied.
+COPY scripts/image-venv.sh .build/ca.cr[t] /tmp/build/
+COPY --from=requirements /web.txt /tmp/build/requirements.txt
+RUN bash /tmp/build/image-venv.sh deps /tmp/build/requirements.txt
 COPY . /tmp/src
-RUN set -eu; \
-    if [ -f /tmp/build/ca.crt ]; then export PIP_CERT=/tmp/build/ca.crt; fi; \
-    python -m venv /tmp/tools; \
-    /tmp/tools/bin/pip install -q --no-deps --target /opt/app /tmp/src; \
-    rm -rf /opt/app/bin /opt/app/predictor; \
-    /opt/venv/bin/python -c "import sys, client.web.app; \
+RUN bash /tmp/build/image-venv.sh app /tmp/src predictor \
+    && /opt/venv/bin/python -c "import sys, client.web.app; \
 bad = [m for m in ('torch', 'kserve', 'predictor') if m in sys.modules]; \
 print('web backend imports', bad or 'no server module'); sys.exit(1 if bad else 0)"
 
@@ -85,51 +80,27 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
 ENTRYPOINT ["python", "-m", "client.web"]
 CMD []
 
-# --- requirements: the dependency list alone, so editing pyproject.toml elsewhere
-# (tools, dev extras) keeps the heavy dependency layer cached.
-FROM ${BASE_IMAGE} AS requirements
-COPY pyproject.toml /src/pyproject.toml
-RUN python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['server']))" > /requirements.txt
-
-# --- builder: a virtualenv with the dependencies, and the project beside it in
-# /opt/app (on the venv's path through a .pth file): its own layer, so a source
-# change does not copy the multi-GB dependency layer again.
+# --- builder: a virtualenv with server.txt, and the project beside it in /opt/app (on
+# the venv's path through a .pth file): its own layer, so a source change does not copy
+# the multi-GB dependency layer again.
 FROM ${BASE_IMAGE} AS builder
 ARG VARIANT=cpu
 ARG TORCH_INDEX_URL=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_DEFAULT_TIMEOUT=180
-# The glob lets the build go on where no CA bundle was supplied; py.typed (an empty,
-# never-changing file) only gives the COPY one source that always exists.
-COPY predictor/py.typed .build/ca.cr[t] /tmp/build/
-COPY --from=requirements /requirements.txt /tmp/build/requirements.txt
+COPY scripts/image-venv.sh .build/ca.cr[t] /tmp/build/
+COPY --from=requirements /server.txt /tmp/build/requirements.txt
 RUN set -eu; \
-    if [ -f /tmp/build/ca.crt ]; then export PIP_CERT=/tmp/build/ca.crt; fi; \
     case "$VARIANT" in \
       cpu) index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}" ;; \
       gpu) index="${TORCH_INDEX_URL:-}" ;; \
       *) echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 1 ;; \
     esac; \
-    python -m venv /opt/venv; \
-    if [ -n "$index" ]; then \
-      /opt/venv/bin/pip install --index-url "$index" \
-        $(grep -E '^(torch|torchvision)[=<>~ ]' /tmp/build/requirements.txt); \
-    fi; \
-    /opt/venv/bin/pip install -r /tmp/build/requirements.txt; \
-    /opt/venv/bin/pip uninstall -y -q pip; \
-    /opt/venv/bin/python -c "from importlib.metadata import version as v; import torch, torchvision, kserve; print('torch', v('torch'), 'torchvision', v('torchvision'), 'kserve', v('kserve'))"; \
-    site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
-    echo /opt/app > "$site/kserve_detector_app.pth"
-
+    bash /tmp/build/image-venv.sh deps /tmp/build/requirements.txt "$index"; \
+    /opt/venv/bin/python -c "from importlib.metadata import version as v; import torch, torchvision, kserve; print('torch', v('torch'), 'torchvision', v('torchvision'), 'kserve', v('kserve'))"
 COPY . /tmp/src
-RUN set -eu; \
-    if [ -f /tmp/build/ca.crt ]; then export PIP_CERT=/tmp/build/ca.crt; fi; \
-    python -m venv /tmp/tools; \
-    /tmp/tools/bin/pip install -q --no-deps --target /opt/app /tmp/src; \
-    rm -rf /opt/app/bin; \
-    /opt/venv/bin/python -c "import predictor"
+RUN bash /tmp/build/image-venv.sh app /tmp/src && /opt/venv/bin/python -c "import predictor"
 
 # --- runtime: the base, the virtualenv, the project; no compilers, no pip, no CA copy.
 FROM ${BASE_IMAGE} AS runtime
@@ -156,8 +127,10 @@ LABEL org.opencontainers.image.title="kserve-detector" \
 
 USER 1000:1000
 WORKDIR /home/predictor
-# Weights: mount a model directory here; when it is empty or missing, the demo
-# detector shipped inside the package (predictor/demo/model/) is served.
+# Weights: mount a model folder at /mnt/models. The default command asks for the demo
+# detector shipped inside the package (predictor/demo/model/) when that folder is empty or
+# missing (--demo_if_empty); arguments after the image name replace the command, and then
+# an empty folder stops the server at start, as it does in Kubernetes.
 EXPOSE 8080 8081
 STOPSIGNAL SIGTERM
 # Probes the V2 readiness of the default model; set HEALTHCHECK_URL when you change
@@ -165,4 +138,5 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=4)"]
 ENTRYPOINT ["python", "-m", "predictor"]
-CMD ["--model_name", "detector", "--http_port", "8080", "--grpc_port", "8081", "--model_dir", "/mnt/models"]
+CMD ["--model_name", "detector", "--http_port", "8080", "--grpc_port", "8081", "--model_dir", "/mnt/models", \
+     "--demo_if_empty"]

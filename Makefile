@@ -11,15 +11,11 @@ ARGS ?=
 WEB_PORT ?= 8000
 WEB_ARGS ?=
 PYTEST_ARGS ?=
-WEB_PORT ?= 8000
-WEB_ARGS ?=
 IMAGE ?= kserve-detector
 TAG ?= 0.1.0
 VARIANT ?= auto
 WEB_IMAGE ?= $(IMAGE)-web
 DOCKER_RUN_ARGS ?=
-WEB_PORT ?= 8000
-WEB_ARGS ?=
 
 .PHONY: install run web demo audit test test-unit test-integration test-browser test-container \
         test-k8s lint bench bench-web image image-web image-run web-image-run kind-up deploy e2e \
@@ -54,14 +50,14 @@ test-integration: install
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 bench: install  ## raw model vs plain KServe predictor vs this server, one table (ARGS=...)
-	$(BIN)/python -m predictor.bench --out bench-results.json $(ARGS)
+	$(BIN)/python -m bench --out bench-results.json $(ARGS)
 
 test-browser: install  ## the page in headless chromium (apt-get install chromium chromium-driver)
 	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
-bench-web: install  ## the extra hop: p50 at 1 client, direct vs through `make web` (both running)
+bench-web: install  ## the extra hop: p50/p95 at 1 and 4 clients, direct V2 vs `make web`'s /api/detect and DeepStack route (both running)
 	$(BIN)/detect-client bench --url http://127.0.0.1:$(HTTP_PORT) \
-		--web-url http://127.0.0.1:$(WEB_PORT) --protocols v2bin,web --clients 1 $(ARGS)
+		--web-url http://127.0.0.1:$(WEB_PORT) --protocols v2bin,web,deepstack --clients 1,4 $(ARGS)
 
 test-container: install  ## build the image if needed, run it, test it (starts Docker if needed)
 	$(BIN)/python -m pytest -m container tests/container $(PYTEST_ARGS)
@@ -99,12 +95,15 @@ kind-down:  ## delete the kind cluster
 	scripts/kind-e2e.sh down
 
 lint: install  ## ruff, mypy strict, then the dependency audit
-	$(BIN)/ruff check predictor client tests scripts
-	$(BIN)/mypy predictor client
+	$(BIN)/ruff check predictor client bench demo tests scripts
+	$(BIN)/mypy predictor client bench demo
 	$(MAKE) audit || echo "warning: pip-audit failed: findings above, or the advisory service is unreachable"
 
 audit: install  ## known vulnerabilities in the installed dependencies (needs PyPI's JSON API)
 	$(BIN)/pip-audit --progress-spinner off --skip-editable
+
+proto:  ## regenerate client/protos/*_pb2*.py from inference.proto (pinned grpcio-tools)
+	PYTHON=$(PYTHON) bash scripts/gen-protos.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info

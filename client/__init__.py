@@ -2,7 +2,10 @@
 
 One client class per style (:class:`DetectionClient`, :class:`AsyncDetectionClient`),
 three protocols chosen by one argument (``"v1"``, ``"v2"``, ``"grpc"``), typed results,
-and one exception tree rooted at :class:`ClientError`. Never imports torch or kserve.
+and one exception tree rooted at :class:`ClientError`. A program with its own command
+line (``client.web`` is one) takes the same connection flags as ``detect-client`` with
+:func:`add_connection_arguments` and :func:`config_from_args`. Never imports torch,
+kserve or the server.
 
 Example::
 
@@ -33,11 +36,13 @@ from ._exceptions import (
     Unauthorized,
     UnreadableInput,
 )
+from ._options import ENVIRONMENT_HELP, add_connection_arguments, config_from_args
 from ._types import Detection, Health, ImageInput, ImageResult, ModelMetadata, TensorSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ENVIRONMENT_HELP",
     "PROTOCOLS",
     "AsyncDetectionClient",
     "BadRequest",
@@ -62,4 +67,6 @@ __all__ = [
     "Unauthorized",
     "UnreadableInput",
     "__version__",
+    "add_connection_arguments",
+    "config_from_args",
 ]

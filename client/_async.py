@@ -1,4 +1,8 @@
-"""The asyncio client: the same calls as :class:`DetectionClient`, awaited; only its I/O here."""
+"""The asyncio client: the same calls as :class:`DetectionClient`, awaited.
+
+As in ``_client``: the codec (``_base``) says what to send, the transport
+(``_transport``) sends it; this module puts the two together, with retries.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._base import BaseClient, GrpcCalls, RestCalls, prepare_batch
+from ._base import BaseClient, prepare_batch
 from ._config import ClientConfig, Protocol
 from ._exceptions import ClientError, ConfigError, ModelNotReady
-from ._http import HttpRequest
 from ._images import PreparedImage
 from ._retry import retry_async
+from ._transport import open_async_transport
 from ._types import DetectOptions, Health, ImageInput, ImageResult, ModelMetadata
 
 if TYPE_CHECKING:
@@ -41,11 +45,7 @@ class AsyncDetectionClient(BaseClient):
     ) -> None:
         super().__init__(url, model, protocol, config, settings)
         self._sleep = sleep or asyncio.sleep
-        self._backend: _AsyncRestBackend | _AsyncGrpcBackend
-        if self.config.protocol == "grpc":
-            self._backend = _AsyncGrpcBackend(self.config)
-        else:
-            self._backend = _AsyncRestBackend(self.config, transport)
+        self._transport = open_async_transport(self.config, transport)
 
     async def __aenter__(self) -> AsyncDetectionClient:
         return self
@@ -55,7 +55,7 @@ class AsyncDetectionClient(BaseClient):
 
     async def close(self) -> None:
         """Closes connections."""
-        await self._backend.close()
+        await self._transport.close()
 
     async def detect(
         self,
@@ -81,7 +81,7 @@ class AsyncDetectionClient(BaseClient):
             async with gate:
                 # Reading files and encoding pixels would otherwise stall the event loop.
                 prepared = await asyncio.to_thread(prepare_batch, start, batch)
-                return await retry_async(lambda: self._backend.infer(prepared, options),
+                return await retry_async(lambda: self._infer(prepared, options),
                                          self.config, self._sleep)
 
         tasks = [asyncio.ensure_future(run(start, batch))
@@ -110,13 +110,18 @@ class AsyncDetectionClient(BaseClient):
     async def health(self) -> Health:
         """One probe of server liveness and model readiness; never retried."""
         try:
-            return await self._backend.health()
+            answer = await self._transport.send(self._codec.ready_request())
+            return self._codec.health(answer)
         except ModelNotReady:
             return Health(live=True, ready=False)
 
     async def metadata(self) -> ModelMetadata:
         """The model's name, platform, inputs and outputs."""
-        return await retry_async(self._backend.metadata, self.config, self._sleep)
+        async def call() -> ModelMetadata:
+            answer = await self._transport.send(self._codec.metadata_request())
+            return self._codec.metadata(answer)
+
+        return await retry_async(call, self.config, self._sleep)
 
     async def wait_ready(self, timeout: float = 60.0, interval: float = 0.5) -> Health:
         """Polls :meth:`health` until the model is ready; see ``DetectionClient.wait_ready``."""
@@ -130,72 +135,8 @@ class AsyncDetectionClient(BaseClient):
                 wait.saw(error=exc)
             await self._sleep(wait.pause())
 
-
-class _AsyncRestBackend:
-    """V1 or V2 REST over one httpx.AsyncClient."""
-
-    def __init__(self, config: ClientConfig,
-                 transport: httpx.AsyncBaseTransport | None) -> None:
-        import httpx
-
-        self._calls = RestCalls(config)
-        self._http = httpx.AsyncClient(**self._calls.http_settings(), transport=transport)
-
-    async def _send(self, request: HttpRequest) -> tuple[int, Any, bytes]:
-        import httpx
-
-        try:
-            response = await self._http.request(request.method, request.path,
-                                                headers=dict(request.headers),
-                                                content=request.content)
-        except httpx.HTTPError as exc:
-            raise self._calls.transport_error(exc) from None
-        return response.status_code, response.headers, response.content
-
-    async def infer(self, images: Sequence[PreparedImage],
-                    options: DetectOptions) -> list[ImageResult]:
-        answer = await self._send(self._calls.infer_request(images, options))
-        return self._calls.infer_results(*answer, images)
-
-    async def health(self) -> Health:
-        return self._calls.health(*await self._send(self._calls.ready_request()))
-
-    async def metadata(self) -> ModelMetadata:
-        return self._calls.metadata(*await self._send(self._calls.metadata_request()))
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-
-class _AsyncGrpcBackend:
-    """Open Inference Protocol gRPC over one ``grpc.aio`` channel."""
-
-    def __init__(self, config: ClientConfig) -> None:
-        self._calls = GrpcCalls(config)
-        self._config = config
-        self._channel = self._calls.channel(self._calls.wire.grpc.aio)
-        self._stub = self._calls.stub(self._channel)
-
-    async def _call(self, method: str, request: Any, what: str) -> Any:
-        try:
-            return await getattr(self._stub, method)(request, timeout=self._config.timeout,
-                                                     metadata=self._calls.metadata)
-        except self._calls.wire.grpc.RpcError as exc:
-            raise self._calls.error(exc, what) from None
-
-    async def infer(self, images: Sequence[PreparedImage],
-                    options: DetectOptions) -> list[ImageResult]:
-        response = await self._call("ModelInfer", self._calls.infer_request(images, options),
-                                    "infer")
-        return self._calls.infer_results(response, images)
-
-    async def health(self) -> Health:
-        response = await self._call("ModelReady", self._calls.ready_request(), "health")
-        return self._calls.health(response)
-
-    async def metadata(self) -> ModelMetadata:
-        request = self._calls.metadata_request()
-        return self._calls.metadata_from(await self._call("ModelMetadata", request, "metadata"))
-
-    async def close(self) -> None:
-        await self._channel.close()
+    async def _infer(self, images: Sequence[PreparedImage], options: DetectOptions
+                     ) -> list[ImageResult]:
+        """One request: a batch out, its results in."""
+        answer = await self._transport.send(self._codec.infer_request(images, options))
+        return self._codec.infer_results(answer, images)

@@ -1,12 +1,12 @@
 """Everything the sync and async clients share that does no I/O.
 
-:class:`BaseClient` holds the configuration, turns the ``detect`` arguments into
-options and batches, and runs ``wait_ready``'s bookkeeping (:class:`ReadyWait`).
-:class:`RestCalls` and :class:`GrpcCalls` say what to send and how to read what comes
-back, for REST (V1 or V2, through the codecs in ``_v1`` / ``_v2rest``) and for gRPC.
+:class:`BaseClient` holds the configuration and the protocol's codec, turns the
+``detect`` arguments into options and batches, and runs ``wait_ready``'s bookkeeping
+(:class:`ReadyWait`). A :class:`Codec` says what to send and how to read what comes
+back: ``_v1.V1Codec`` and ``_v2rest.V2Codec`` for REST, ``_grpc.GrpcCodec`` for gRPC.
 :class:`~client.DetectionClient` and :class:`~client.AsyncDetectionClient` add only
-the sending: an ``httpx.Client`` or ``httpx.AsyncClient``, a ``grpc`` or ``grpc.aio``
-channel, ``time.sleep`` or ``asyncio.sleep``.
+the sending, through the one I/O seam in ``_transport``, and ``time.sleep`` or
+``asyncio.sleep``.
 """
 
 from __future__ import annotations
@@ -15,17 +15,68 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from ._config import ClientConfig, Protocol
+from ._config import ClientConfig
+from ._config import Protocol as WireProtocol
 from ._exceptions import ClientError, ModelNotFound, ModelNotReady, Overloaded, ServerUnreachable
-from ._http import USER_AGENT, HttpRequest, error_for_status, error_for_transport, tls_verify
 from ._images import PreparedImage, prepare
 from ._types import DetectOptions, Health, ImageInput, ImageResult, ModelMetadata
-from ._v1 import V1Codec
-from ._v2rest import V2Codec
 
-__all__ = ["BaseClient", "GrpcCalls", "ReadyWait", "RestCalls", "as_image_list", "chunks"]
+__all__ = ["BaseClient", "Codec", "ReadyWait", "as_image_list", "chunks", "codec_for",
+           "prepare_batch"]
+
+RequestT = TypeVar("RequestT", covariant=True)
+AnswerT = TypeVar("AnswerT", contravariant=True)
+
+
+class Codec(Protocol[RequestT, AnswerT]):
+    """One protocol for one model: the requests to send and how to read their answers.
+
+    An answer that reports a failure (an HTTP error status) raises its
+    :class:`~client.ClientError` when read.
+    """
+
+    def infer_request(self, images: Sequence[PreparedImage], options: DetectOptions
+                      ) -> RequestT:
+        """The inference request for one batch."""
+        ...
+
+    def infer_results(self, answer: AnswerT, images: Sequence[PreparedImage]
+                      ) -> list[ImageResult]:
+        """The per-image detections in the answer to :meth:`infer_request`."""
+        ...
+
+    def ready_request(self) -> RequestT:
+        """The readiness probe."""
+        ...
+
+    def health(self, answer: AnswerT) -> Health:
+        """The probe's answer as health."""
+        ...
+
+    def metadata_request(self) -> RequestT:
+        """The model metadata request."""
+        ...
+
+    def metadata(self, answer: AnswerT) -> ModelMetadata:
+        """The metadata in the answer to :meth:`metadata_request`."""
+        ...
+
+
+def codec_for(config: ClientConfig) -> Codec[Any, Any]:
+    """The codec of ``config.protocol`` for ``config.model`` (gRPC's loads grpc)."""
+    if config.protocol == "grpc":
+        from ._grpc import GrpcCodec
+
+        return GrpcCodec(config.model)
+    if config.protocol == "v1":
+        from ._v1 import V1Codec
+
+        return V1Codec(config.model)
+    from ._v2rest import V2Codec
+
+    return V2Codec(config.model)
 
 
 def as_image_list(images: ImageInput | Iterable[ImageInput]) -> Iterable[Any]:
@@ -109,12 +160,13 @@ class ReadyWait:
 
 
 class BaseClient:
-    """Configuration and argument handling shared by both clients."""
+    """Configuration, codec and argument handling shared by both clients."""
 
-    def __init__(self, url: str, model: str, protocol: Protocol, config: ClientConfig | None,
-                 settings: Mapping[str, Any]) -> None:
+    def __init__(self, url: str, model: str, protocol: WireProtocol,
+                 config: ClientConfig | None, settings: Mapping[str, Any]) -> None:
         self.config = config or ClientConfig(url=url, model=model, protocol=protocol,
                                              **settings)
+        self._codec = codec_for(self.config)
 
     @staticmethod
     def _options(score_threshold: float | None, max_detections: int | None,
@@ -128,109 +180,3 @@ class BaseClient:
 
     def _ready_wait(self, timeout: float, interval: float) -> ReadyWait:
         return ReadyWait(self.config.model, timeout, interval)
-
-
-class RestCalls:
-    """V1 or V2 REST: what to send and how to read the answer."""
-
-    def __init__(self, config: ClientConfig) -> None:
-        self.config = config
-        self.codec: V1Codec | V2Codec = (V1Codec(config.model) if config.protocol == "v1"
-                                         else V2Codec(config.model))
-
-    def http_settings(self) -> dict[str, Any]:
-        """Keyword arguments for ``httpx.Client`` / ``httpx.AsyncClient``."""
-        return {"base_url": self.config.url,
-                "headers": {"User-Agent": USER_AGENT, **self.config.auth_headers()},
-                "timeout": self.config.timeout, "verify": tls_verify(self.config)}
-
-    def transport_error(self, exc: Exception) -> ClientError:
-        """An httpx failure (no answer) as the client's error."""
-        return error_for_transport(exc, self.config.url, self.config.timeout)
-
-    def infer_request(self, images: Sequence[PreparedImage],
-                      options: DetectOptions) -> HttpRequest:
-        """The inference request for one batch."""
-        return self.codec.infer_request(images, options)
-
-    def infer_results(self, status: int, headers: Mapping[str, str], content: bytes,
-                      images: Sequence[PreparedImage]) -> list[ImageResult]:
-        """The detections of an answer; an error status raises its error."""
-        if status != 200:
-            raise error_for_status(status, headers, content, what="infer",
-                                   model=self.config.model)
-        return self.codec.infer_response(headers, content, images)
-
-    def ready_request(self) -> HttpRequest:
-        """The readiness probe."""
-        return self.codec.ready_request()
-
-    def health(self, status: int, headers: Mapping[str, str], content: bytes) -> Health:
-        """The probe's answer as health."""
-        return self.codec.health_from(status, headers, content)
-
-    def metadata_request(self) -> HttpRequest:
-        """The model metadata request."""
-        return self.codec.metadata_request()
-
-    def metadata(self, status: int, headers: Mapping[str, str], content: bytes
-                 ) -> ModelMetadata:
-        """The metadata answer; an error status raises its error."""
-        if status != 200:
-            raise error_for_status(status, headers, content, what="metadata",
-                                   model=self.config.model)
-        return self.codec.metadata_from(content)
-
-
-class GrpcCalls:
-    """V2 gRPC: the channel's settings, the requests, and how to read the answers."""
-
-    def __init__(self, config: ClientConfig) -> None:
-        from . import _grpc
-
-        self.config = config
-        self.wire = _grpc
-        self.target, _ = config.grpc_target()
-        self.credentials = _grpc.credentials(config)
-        self.options = _grpc.channel_options(config)
-        self.metadata = _grpc.request_metadata(config)
-
-    def channel(self, module: Any) -> Any:
-        """A channel from ``grpc`` or ``grpc.aio`` (both have the same two constructors)."""
-        if self.credentials:
-            return module.secure_channel(self.target, self.credentials, options=self.options)
-        return module.insecure_channel(self.target, options=self.options)
-
-    def stub(self, channel: Any) -> Any:
-        """The inference service stub on ``channel``."""
-        return self.wire.stub(channel)
-
-    def error(self, exc: Any, what: str) -> ClientError:
-        """A failed call as the client's error."""
-        return self.wire.error_for_rpc(exc, what=what, model=self.config.model,
-                                       target=self.target)
-
-    def infer_request(self, images: Sequence[PreparedImage], options: DetectOptions) -> Any:
-        """``("ModelInfer", request)`` for one batch."""
-        return self.wire.infer_request(self.config.model, images, options)
-
-    def infer_results(self, response: Any, images: Sequence[PreparedImage]
-                      ) -> list[ImageResult]:
-        """The detections of an answer."""
-        return self.wire.infer_results(response, images)
-
-    def ready_request(self) -> Any:
-        """The readiness probe."""
-        return self.wire.pb.ModelReadyRequest(name=self.config.model)
-
-    def health(self, response: Any) -> Health:
-        """The probe's answer as health."""
-        return self.wire.health_from(response)
-
-    def metadata_request(self) -> Any:
-        """The model metadata request."""
-        return self.wire.pb.ModelMetadataRequest(name=self.config.model)
-
-    def metadata_from(self, response: Any) -> ModelMetadata:
-        """The metadata answer."""
-        return self.wire.metadata_from(response)

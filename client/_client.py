@@ -1,4 +1,8 @@
-"""The synchronous client: one object, three protocols. Only the I/O lives here (see _base)."""
+"""The synchronous client: one object, three protocols.
+
+What to send and how to read it is the codec's (``_base``); the sending is the
+transport's (``_transport``); this module only puts the two together, with retries.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._base import BaseClient, GrpcCalls, RestCalls, prepare_batch
+from ._base import BaseClient, prepare_batch
 from ._config import ClientConfig, Protocol
 from ._exceptions import ClientError, ModelNotReady
-from ._http import HttpRequest
 from ._images import PreparedImage
 from ._retry import retry_sync
+from ._transport import open_transport
 from ._types import DetectOptions, Health, ImageInput, ImageResult, ModelMetadata
 
 if TYPE_CHECKING:
@@ -58,11 +62,7 @@ class DetectionClient(BaseClient):
     ) -> None:
         super().__init__(url, model, protocol, config, settings)
         self._sleep = sleep or time.sleep
-        self._backend: _RestBackend | _GrpcBackend
-        if self.config.protocol == "grpc":
-            self._backend = _GrpcBackend(self.config)
-        else:
-            self._backend = _RestBackend(self.config, transport)
+        self._transport = open_transport(self.config, transport)
 
     def __enter__(self) -> DetectionClient:
         return self
@@ -72,7 +72,7 @@ class DetectionClient(BaseClient):
 
     def close(self) -> None:
         """Closes connections; the client cannot be used afterwards."""
-        self._backend.close()
+        self._transport.close()
 
     def detect(
         self,
@@ -114,7 +114,7 @@ class DetectionClient(BaseClient):
         options = self._options(score_threshold, max_detections, classes)
         for start, batch in self._batches(images, batch_size):
             prepared = prepare_batch(start, batch)
-            call = functools.partial(self._backend.infer, prepared, options)
+            call = functools.partial(self._infer, prepared, options)
             yield from retry_sync(call, self.config, self._sleep)
 
     def detect_one(
@@ -137,13 +137,16 @@ class DetectionClient(BaseClient):
             ModelNotFound: The server has no such model.
         """
         try:
-            return self._backend.health()
+            return self._codec.health(self._transport.send(self._codec.ready_request()))
         except ModelNotReady:
             return Health(live=True, ready=False)
 
     def metadata(self) -> ModelMetadata:
         """The model's name, platform, inputs and outputs."""
-        return retry_sync(self._backend.metadata, self.config, self._sleep)
+        def call() -> ModelMetadata:
+            return self._codec.metadata(self._transport.send(self._codec.metadata_request()))
+
+        return retry_sync(call, self.config, self._sleep)
 
     def wait_ready(self, timeout: float = 60.0, interval: float = 0.5) -> Health:
         """Polls :meth:`health` until the model is ready.
@@ -162,67 +165,8 @@ class DetectionClient(BaseClient):
                 wait.saw(error=exc)
             self._sleep(wait.pause())
 
-
-class _RestBackend:
-    """V1 or V2 REST over one httpx.Client."""
-
-    def __init__(self, config: ClientConfig, transport: httpx.BaseTransport | None) -> None:
-        import httpx
-
-        self._calls = RestCalls(config)
-        self._http = httpx.Client(**self._calls.http_settings(), transport=transport)
-
-    def _send(self, request: HttpRequest) -> tuple[int, Any, bytes]:
-        import httpx
-
-        try:
-            response = self._http.request(request.method, request.path,
-                                          headers=dict(request.headers),
-                                          content=request.content)
-        except httpx.HTTPError as exc:
-            raise self._calls.transport_error(exc) from None
-        return response.status_code, response.headers, response.content
-
-    def infer(self, images: Sequence[PreparedImage], options: DetectOptions) -> list[ImageResult]:
-        answer = self._send(self._calls.infer_request(images, options))
-        return self._calls.infer_results(*answer, images)
-
-    def health(self) -> Health:
-        return self._calls.health(*self._send(self._calls.ready_request()))
-
-    def metadata(self) -> ModelMetadata:
-        return self._calls.metadata(*self._send(self._calls.metadata_request()))
-
-    def close(self) -> None:
-        self._http.close()
-
-
-class _GrpcBackend:
-    """Open Inference Protocol gRPC over one channel."""
-
-    def __init__(self, config: ClientConfig) -> None:
-        self._calls = GrpcCalls(config)
-        self._config = config
-        self._channel = self._calls.channel(self._calls.wire.grpc)
-        self._stub = self._calls.stub(self._channel)
-
-    def _call(self, method: str, request: Any, what: str) -> Any:
-        try:
-            return getattr(self._stub, method)(request, timeout=self._config.timeout,
-                                               metadata=self._calls.metadata)
-        except self._calls.wire.grpc.RpcError as exc:
-            raise self._calls.error(exc, what) from None
-
-    def infer(self, images: Sequence[PreparedImage], options: DetectOptions) -> list[ImageResult]:
-        response = self._call("ModelInfer", self._calls.infer_request(images, options), "infer")
-        return self._calls.infer_results(response, images)
-
-    def health(self) -> Health:
-        return self._calls.health(self._call("ModelReady", self._calls.ready_request(), "health"))
-
-    def metadata(self) -> ModelMetadata:
-        request = self._calls.metadata_request()
-        return self._calls.metadata_from(self._call("ModelMetadata", request, "metadata"))
-
-    def close(self) -> None:
-        self._channel.close()
+    def _infer(self, images: Sequence[PreparedImage], options: DetectOptions
+               ) -> list[ImageResult]:
+        """One request: a batch out, its results in."""
+        answer = self._transport.send(self._codec.infer_request(images, options))
+        return self._codec.infer_results(answer, images)

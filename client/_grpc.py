@@ -1,14 +1,17 @@
 """Open Inference Protocol over gRPC: channels, messages and status-code mapping.
 
 Imported only when a client uses ``protocol="grpc"``, so REST users never load grpc.
-Tensors travel in ``raw_input_contents`` / ``raw_output_contents``, as standard V2
-servers expect; BYTES elements carry a 4-byte little-endian length prefix.
+:class:`GrpcCodec` writes the messages and reads the answers (no I/O); the channel's
+settings are here too, for the transport in ``_transport``. Tensors travel in
+``raw_input_contents`` / ``raw_output_contents``, as standard V2 servers expect; BYTES
+elements carry a 4-byte little-endian length prefix.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -36,15 +39,14 @@ pb: Any = importlib.import_module(f"{__package__}.protos.inference_pb2")
 pb_grpc: Any = importlib.import_module(f"{__package__}.protos.inference_pb2_grpc")
 
 __all__ = [
-    "grpc",
-    "pb",
+    "GrpcCall",
+    "GrpcCodec",
     "channel_options",
     "credentials",
     "error_for_rpc",
-    "health_from",
-    "infer_request",
-    "infer_results",
-    "metadata_from",
+    "grpc",
+    "open_channel",
+    "pb",
     "request_metadata",
     "stub",
 ]
@@ -55,9 +57,34 @@ _CONNECT_FAILURES = ("failed to connect", "connection refused", "dns resolution 
                      "handshake")
 
 
+@dataclass(frozen=True)
+class GrpcCall:
+    """One call to make: the service's method, its request message, and what it is for.
+
+    Attributes:
+        method: ``ModelInfer``, ``ModelReady`` or ``ModelMetadata``.
+        message: The request message.
+        what: How error messages name the call (``infer``, ``health``, ``metadata``).
+    """
+
+    method: str
+    message: Any
+    what: str
+
+
 def stub(channel: Any) -> Any:
     """The generated service stub on ``channel`` (sync or ``grpc.aio``)."""
     return pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def open_channel(config: ClientConfig, module: Any) -> Any:
+    """A channel to ``config``'s gRPC target from ``grpc`` or ``grpc.aio`` (both have the
+    same two constructors), with TLS when the target asks for it."""
+    target, _ = config.grpc_target()
+    secure = credentials(config)
+    if secure is not None:
+        return module.secure_channel(target, secure, options=channel_options(config))
+    return module.insecure_channel(target, options=channel_options(config))
 
 
 def channel_options(config: ClientConfig) -> list[tuple[str, Any]]:
@@ -93,63 +120,74 @@ def request_metadata(config: ClientConfig) -> list[tuple[str, str]]:
     return metadata
 
 
-def infer_request(
-    model: str, images: Sequence[PreparedImage], options: DetectOptions
-) -> Any:
-    """A ``ModelInferRequest`` with one input tensor in ``raw_input_contents``."""
-    request = pb.ModelInferRequest(model_name=model)
-    tensor = request.inputs.add(name=INPUT_NAME)
-    pixels = pixel_batch(images)
-    if pixels is not None:
-        tensor.datatype = "UINT8"
-        tensor.shape.extend(pixels.shape)
-        request.raw_input_contents.append(pixels.tobytes())
-    else:
-        encoded = encoded_batch(images)
-        tensor.datatype = "BYTES"
-        tensor.shape.append(len(encoded))
-        request.raw_input_contents.append(pack_bytes(encoded))
-    for key, value in options.v2_parameters().items():
-        param = request.parameters[key]
-        if isinstance(value, str):
-            param.string_param = value
-        elif isinstance(value, int):
-            param.int64_param = value
+class GrpcCodec:
+    """V2 gRPC for one model: the calls to make and how to read their answers. No I/O."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def infer_request(self, images: Sequence[PreparedImage], options: DetectOptions
+                      ) -> GrpcCall:
+        """``ModelInfer`` for one batch: one input tensor in ``raw_input_contents``."""
+        request = pb.ModelInferRequest(model_name=self.model)
+        tensor = request.inputs.add(name=INPUT_NAME)
+        pixels = pixel_batch(images)
+        if pixels is not None:
+            tensor.datatype = "UINT8"
+            tensor.shape.extend(pixels.shape)
+            request.raw_input_contents.append(pixels.tobytes())
         else:
-            param.double_param = value
-    for name in OUTPUT_NAMES:
-        request.outputs.add(name=name)
-    return request
+            encoded = encoded_batch(images)
+            tensor.datatype = "BYTES"
+            tensor.shape.append(len(encoded))
+            request.raw_input_contents.append(pack_bytes(encoded))
+        for key, value in options.v2_parameters().items():
+            param = request.parameters[key]
+            if isinstance(value, str):
+                param.string_param = value
+            elif isinstance(value, int):
+                param.int64_param = value
+            else:
+                param.double_param = value
+        for name in OUTPUT_NAMES:
+            request.outputs.add(name=name)
+        return GrpcCall("ModelInfer", request, "infer")
 
+    def infer_results(self, answer: Any, images: Sequence[PreparedImage]
+                      ) -> list[ImageResult]:
+        """Per-image results from a ``ModelInferResponse``."""
+        outputs: dict[str, np.ndarray] = {}
+        raw = list(answer.raw_output_contents)
+        for i, tensor in enumerate(answer.outputs):
+            shape = [int(d) for d in tensor.shape]
+            if i < len(raw):
+                outputs[tensor.name] = array_from_raw(raw[i], tensor.datatype, shape)
+            else:
+                outputs[tensor.name] = _from_contents(tensor, shape)
+        return results_from_outputs(outputs, [image.size for image in images],
+                                    answer.model_version or None)
 
-def infer_results(response: Any, images: Sequence[PreparedImage]) -> list[ImageResult]:
-    """Per-image results from a ``ModelInferResponse``."""
-    outputs: dict[str, np.ndarray] = {}
-    raw = list(response.raw_output_contents)
-    for i, tensor in enumerate(response.outputs):
-        shape = [int(d) for d in tensor.shape]
-        if i < len(raw):
-            outputs[tensor.name] = array_from_raw(raw[i], tensor.datatype, shape)
-        else:
-            outputs[tensor.name] = _from_contents(tensor, shape)
-    return results_from_outputs(outputs, [image.size for image in images],
-                                response.model_version or None)
+    def ready_request(self) -> GrpcCall:
+        """``ModelReady``: the readiness probe."""
+        return GrpcCall("ModelReady", pb.ModelReadyRequest(name=self.model), "health")
 
+    def health(self, answer: Any) -> Health:
+        """Health from a ``ModelReadyResponse`` (the server answered, so it is live)."""
+        return Health(live=True, ready=bool(answer.ready))
 
-def health_from(response: Any) -> Health:
-    """Health from a ``ModelReadyResponse`` (the server answered, so it is live)."""
-    return Health(live=True, ready=bool(response.ready))
+    def metadata_request(self) -> GrpcCall:
+        """``ModelMetadata``."""
+        return GrpcCall("ModelMetadata", pb.ModelMetadataRequest(name=self.model), "metadata")
 
+    def metadata(self, answer: Any) -> ModelMetadata:
+        """Metadata from a ``ModelMetadataResponse``."""
+        def specs(items: Any) -> tuple[TensorSpec, ...]:
+            return tuple(TensorSpec(name=t.name, datatype=t.datatype,
+                                    shape=tuple(int(d) for d in t.shape)) for t in items)
 
-def metadata_from(response: Any) -> ModelMetadata:
-    """Metadata from a ``ModelMetadataResponse``."""
-    def specs(items: Any) -> tuple[TensorSpec, ...]:
-        return tuple(TensorSpec(name=t.name, datatype=t.datatype,
-                                shape=tuple(int(d) for d in t.shape)) for t in items)
-
-    return ModelMetadata(name=response.name, platform=response.platform,
-                         versions=tuple(response.versions), inputs=specs(response.inputs),
-                         outputs=specs(response.outputs))
+        return ModelMetadata(name=answer.name, platform=answer.platform,
+                             versions=tuple(answer.versions), inputs=specs(answer.inputs),
+                             outputs=specs(answer.outputs))
 
 
 def error_for_rpc(exc: grpc.RpcError, *, what: str, model: str, target: str) -> ClientError:

@@ -1,8 +1,9 @@
-"""What REST calls share: the request description, error mapping and Retry-After.
+"""What REST calls share: the request and answer, error mapping, Retry-After, the codec base.
 
-The protocol modules (``_v1``, ``_v2rest``) build :class:`HttpRequest` objects and parse
-responses; the sync and async clients only move bytes. That keeps the wire formats
-testable without a server and the two clients free of duplicated protocol logic.
+The protocol codecs (``_v1``, ``_v2rest``, on :class:`RestCodec`) build
+:class:`HttpRequest` objects and read :class:`HttpAnswer` objects; the transports in
+``_transport`` only move bytes. That keeps the wire formats testable without a server
+and the two clients free of duplicated protocol logic.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._config import ClientConfig
 from ._exceptions import (
@@ -26,14 +27,19 @@ from ._exceptions import (
     ServerUnreachable,
     Unauthorized,
 )
-from ._types import Health, ModelMetadata, TensorSpec
+from ._types import DetectOptions, Health, ImageResult, ModelMetadata, TensorSpec
+
+if TYPE_CHECKING:
+    from ._images import PreparedImage
 
 __all__ = [
     "MODEL_VERSION_HEADER",
+    "HttpAnswer",
     "HttpRequest",
     "RestCodec",
     "error_for_status",
     "error_for_transport",
+    "http_settings",
     "model_version_header",
     "parse_json",
     "retry_after_seconds",
@@ -53,6 +59,15 @@ class HttpRequest:
     path: str
     headers: Mapping[str, str] = field(default_factory=dict)
     content: bytes | None = None
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """One HTTP answer, whatever its status: what a transport hands back to a codec."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
 
 
 def parse_json(content: bytes, what: str) -> Any:
@@ -151,6 +166,13 @@ def error_for_transport(exc: Exception, url: str, timeout: float) -> ClientError
     return ServerUnreachable(f"connection to {url} failed: {_short(reason)}")
 
 
+def http_settings(config: ClientConfig) -> dict[str, Any]:
+    """Keyword arguments for ``httpx.Client`` / ``httpx.AsyncClient`` under ``config``."""
+    return {"base_url": config.url,
+            "headers": {"User-Agent": USER_AGENT, **config.auth_headers()},
+            "timeout": config.timeout, "verify": tls_verify(config)}
+
+
 def tls_verify(config: ClientConfig) -> Any:
     """httpx's ``verify``: a context trusting ``config.ca_file``, or the system store."""
     if config.ca_file is None:
@@ -166,10 +188,12 @@ def _short(reason: str) -> str:
 
 
 class RestCodec:
-    """Health and metadata calls, which V1 and V2 REST clients make the same way.
+    """What V1 and V2 REST share: the answer's status, health and metadata.
 
-    KServe serves ``GET /v2/models/{name}`` whatever protocol the model speaks, so both
-    protocols read metadata there.
+    A subclass says how to write an inference request (:meth:`infer_request`) and how
+    to read a 200 answer to it (:meth:`infer_response`). KServe serves
+    ``GET /v2/models/{name}`` whatever protocol the model speaks, so both protocols read
+    metadata there. No I/O: requests out, answers in.
     """
 
     ready_path_template = "/v2/models/{model}/ready"
@@ -177,30 +201,53 @@ class RestCodec:
     def __init__(self, model: str) -> None:
         self.model = model
 
+    def infer_request(self, images: Sequence[PreparedImage], options: DetectOptions
+                      ) -> HttpRequest:
+        """The inference request for one batch."""
+        raise NotImplementedError
+
+    def infer_response(self, headers: Mapping[str, str], content: bytes,
+                       images: Sequence[PreparedImage]) -> list[ImageResult]:
+        """The per-image results in a 200 answer's headers and body."""
+        raise NotImplementedError
+
+    def infer_results(self, answer: HttpAnswer, images: Sequence[PreparedImage]
+                      ) -> list[ImageResult]:
+        """The detections of an answer; an error status raises its error."""
+        if answer.status != 200:
+            raise error_for_status(answer.status, answer.headers, answer.content,
+                                   what="infer", model=self.model)
+        return self.infer_response(answer.headers, answer.content, images)
+
     def ready_request(self) -> HttpRequest:
         """A request whose answer tells whether the model is ready."""
         return HttpRequest("GET", self.ready_path_template.format(model=self.model))
 
-    def health_from(self, status: int, headers: Mapping[str, str], content: bytes) -> Health:
+    def health(self, answer: HttpAnswer) -> Health:
         """Health from the ready call: any answer means live; 200 means ready."""
-        if status == 200:
+        if answer.status == 200:
             try:
-                body = json.loads(content) if content else {}
+                body = json.loads(answer.content) if answer.content else {}
             except (UnicodeDecodeError, ValueError):
                 body = {}
             ready = body.get("ready", True) if isinstance(body, dict) else True
             return Health(live=True, ready=ready is True or ready == "True")
-        if status == 503 and retry_after_seconds(headers.get("retry-after")) is None:
+        if (answer.status == 503
+                and retry_after_seconds(answer.headers.get("retry-after")) is None):
             return Health(live=True, ready=False)
-        raise error_for_status(status, headers, content, what="health", model=self.model)
+        raise error_for_status(answer.status, answer.headers, answer.content, what="health",
+                               model=self.model)
 
     def metadata_request(self) -> HttpRequest:
         """``GET /v2/models/{name}``."""
         return HttpRequest("GET", f"/v2/models/{self.model}")
 
-    def metadata_from(self, content: bytes) -> ModelMetadata:
-        """Metadata from a 200 answer to :meth:`metadata_request`."""
-        body = parse_json(content, "metadata")
+    def metadata(self, answer: HttpAnswer) -> ModelMetadata:
+        """The metadata answer; an error status raises its error."""
+        if answer.status != 200:
+            raise error_for_status(answer.status, answer.headers, answer.content,
+                                   what="metadata", model=self.model)
+        body = parse_json(answer.content, "metadata")
         try:
             return ModelMetadata(
                 name=str(body["name"]),

@@ -29,6 +29,8 @@ _SERVER_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF"})
 # EXIF orientations that turn the image by 90 degrees: the server swaps width and height.
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
+# Transparent pixels are seen on white, by the server and in the client's drawings.
+BACKGROUND = (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,8 @@ def rgb_pixels(img: Any) -> np.ndarray:
     """Any PIL image as ``H x W x 3`` uint8 RGB, as the server converts it.
 
     16-bit (and 32-bit integer) grayscale is scaled to 8 bits, not clipped: PIL's own
-    ``convert("RGB")`` clips, which turns a 16-bit picture white.
+    ``convert("RGB")`` clips, which turns a 16-bit picture white. Transparency is
+    composited onto :data:`BACKGROUND` (white), as the server does.
     """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.int64)
@@ -160,8 +163,15 @@ def rgb_pixels(img: Any) -> np.ndarray:
     if img.mode == "F":
         gray = np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32)), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    if img.mode == "P" and "transparency" in img.info:
+    from PIL import Image
+
+    if "transparency" in img.info and img.mode in ("P", "L", "RGB"):
         img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels on white, as the server sees them (and a viewer shows them).
+        flat = Image.new("RGBA", img.size, (*BACKGROUND, 255))
+        flat.alpha_composite(img.convert("RGBA"))
+        img = flat
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 

@@ -16,6 +16,8 @@ from ._config import PROTOCOLS, ClientConfig
 __all__ = ["ENVIRONMENT_HELP", "add_connection_arguments", "config_from_args", "count",
            "positive", "seconds"]
 
+#: The environment variables that give the connection flags their defaults, as a line
+#: for a parser's epilog.
 ENVIRONMENT_HELP = ("environment: DETECT_CLIENT_URL, DETECT_CLIENT_MODEL, DETECT_CLIENT_PROTOCOL "
                     "and\nDETECT_CLIENT_TOKEN give defaults for --url, --model, --protocol and "
                     "--token.")

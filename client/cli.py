@@ -51,7 +51,7 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES_HELP = """\
 exit status:
   0  success (health: the model is ready)
-  1  unexpected failure, or a command not present in this installation
+  1  unexpected failure, or evaluate without its extra (pycocotools)
   2  usage error: bad flag or setting
   3  server unreachable: connection refused, DNS, TLS, timeout, gateway 502/504
   4  model not ready, or no model of that name
@@ -78,7 +78,7 @@ _EXIT_CODES: tuple[tuple[type[ClientError], int], ...] = (
 
 
 class CommandUnavailable(ClientError):
-    """A subcommand whose module is not part of this installation."""
+    """A subcommand whose optional extra is not installed (``evaluate`` needs ``[eval]``)."""
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -284,7 +284,7 @@ def _metadata(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from ._report import write_json
 
-    evaluation = _optional_module("evaluate")
+    evaluation = _command_module("evaluate")
     try:
         evaluation.require_pycocotools()
     except ImportError as exc:
@@ -314,22 +314,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    return int(_optional_module("bench").main(argv) or 0)
+    return int(_command_module("bench").main(argv) or 0)
 
 
-def _optional_module(name: str) -> Any:
-    """``client.<name>``, imported on first use; a clear error when it is not installed."""
+def _command_module(name: str) -> Any:
+    """``client.<name>``, imported on first use so that other commands start quickly.
+
+    Every build ships it (``[tool.setuptools.packages.find]`` takes ``client*``); what
+    may be missing is an extra it needs, which the command itself reports.
+    """
     import importlib
 
-    qualified = f"{__package__}.{name}"
-    try:
-        return importlib.import_module(qualified)
-    except ModuleNotFoundError as exc:
-        if exc.name != qualified:
-            raise  # the module exists but lacks one of its own dependencies
-        raise CommandUnavailable(
-            f"the {name} command is not available: client/{name}.py is missing from this "
-            f"installation") from None
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 def _progress(total: int, disabled: bool) -> Any:

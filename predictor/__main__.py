@@ -31,10 +31,10 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
     """Loads the model and serves until stopped; returns the exit code."""
     from kserve import ModelServer
 
-    from . import kserve_compat
-    from .loader import LoadError
     from .metrics import Metrics
     from .model import DetectionModel
+    from .pipeline.loader import LoadError
+    from .server import compat
 
     if args.workers != 1:
         print("--workers must be 1: one process owns the model and its batcher; scale with "
@@ -45,14 +45,14 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
     try:
         model.load()
     except (LoadError, RuntimeError, OSError) as exc:
-        log.error("cannot load the model: %s", exc)
-        print(f"error: cannot load the model: {exc}", file=sys.stderr)
+        _fatal(f"cannot load the model: {exc}")
         return 2
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
                          enable_grpc=args.enable_grpc, grace_period=cfg.grace_period)
-    kserve_compat.install(server, model, max_body_bytes=cfg.limits.max_body_bytes,
-                          grace_period=cfg.grace_period, on_reject=metrics.reject,
-                          on_disconnect=lambda: metrics.reject("client_disconnected"))
+    compat.install(server, model, max_body_bytes=cfg.limits.max_body_bytes,
+                   max_header_bytes=cfg.limits.max_header_bytes,
+                   grace_period=cfg.grace_period, on_reject=metrics.reject,
+                   on_disconnect=lambda: metrics.reject("client_disconnected"))
     server.start([model])
     return 0
 
@@ -70,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("%d inference worker(s) x %d torch thread(s): %s", plan.workers, plan.threads,
              plan.reason)
     return serve(cfg, args)
+
+
+def _fatal(message: str) -> None:
+    """The one line a failed start leaves on stderr (and so in ``kubectl logs``)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -86,8 +86,11 @@ class ModelConfig:
 
     model_dir: str = flag(
         DEFAULT_MODEL_DIR, "folder with weights, config.json and labels.txt (KServe's storage "
-        "initializer fills /mnt/models); when it is missing or empty the embedded demo "
-        "detector is served")
+        "initializer fills /mnt/models); a missing or empty folder stops the server at start")
+    demo_if_empty: bool = flag(
+        False, "serve the embedded demo detector when --model_dir is missing or empty (the "
+        "container image's default command asks for it; never set it in production)",
+        action="store_true")
     architecture: str | None = flag(
         None, "torchvision detection builder, e.g. fasterrcnn_resnet50_fpn_v2 (overrides "
         "config.json)")
@@ -145,6 +148,9 @@ class Limits:
     max_images_per_request: int = flag(64, "images in one request", type=_positive_int)
     max_body_bytes: int = flag(
         64 * 1024 * 1024, "largest request body (REST, inflated size too) and gRPC message",
+        type=_positive_int)
+    max_header_bytes: int = flag(
+        32 * 1024, "largest REST request head (request line and headers); larger gets 431",
         type=_positive_int)
     max_batch_pixels: int = flag(200_000_000, "decoded pixels held by one batch",
                                  type=_positive_int)

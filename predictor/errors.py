@@ -6,11 +6,14 @@
       ShuttingDownError       503 + Retry-After / UNAVAILABLE   SIGTERM received
       TimedOut                504 / DEADLINE_EXCEEDED           deadline passed in the queue
       InternalError           500 / INTERNAL                    a bug; details only in the log
-      VersionNotFound         404 / NOT_FOUND                   a model version not served
+      NotFound                404 / NOT_FOUND                   a model not served
+        VersionNotFound       404 / NOT_FOUND                   a model version not served
+      BadRequest              400 / INVALID_ARGUMENT            gRPC's form of InvalidInput
+      NotReady                503 / UNAVAILABLE                 the model is not ready yet
 
-A malformed request raises :class:`predictor.protocol.RequestError` (an InvalidInput).
+A malformed request raises :class:`predictor.protocol.RequestError`, answered like InvalidInput.
 KServe's gRPC interceptor turns any ``GrpcException`` into its status code; the REST
-handler for ``ServiceError`` is registered by :mod:`predictor.rest_api`.
+handler for ``ServiceError`` is registered by :mod:`predictor.server.rest_routes`.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from grpc import StatusCode
 from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput
 
-__all__ = ["InternalError", "InvalidInput", "Overloaded", "ServiceError", "ShuttingDownError",
-           "TimedOut", "VersionNotFound", "batch_failure"]
+__all__ = ["BadRequest", "InternalError", "InvalidInput", "NotFound", "NotReady", "Overloaded",
+           "ServiceError", "ShuttingDownError", "TimedOut", "VersionNotFound", "batch_failure",
+           "client_error"]
 
 
 class ServiceError(GrpcException):
@@ -64,17 +68,35 @@ class InternalError(ServiceError):
     http_status = 500
 
 
-class VersionNotFound(ServiceError):
-    """The request named a model version this server does not serve."""
+class NotFound(ServiceError):
+    """The request named a model this server does not serve."""
 
     status_code = StatusCode.NOT_FOUND
     http_status = 404
 
 
+class VersionNotFound(NotFound):
+    """The request named a model version this server does not serve."""
+
+
+class BadRequest(ServiceError):
+    """A client's mistake, answered over gRPC without KServe's traceback in the log."""
+
+    status_code = StatusCode.INVALID_ARGUMENT
+    http_status = 400
+
+
+class NotReady(ServiceError):
+    """The model is loading or draining."""
+
+    status_code = StatusCode.UNAVAILABLE
+    http_status = 503
+
+
 def batch_failure(exc: Exception, request_timeout_ms: float) -> tuple[str, ServiceError]:
     """A failure of the batcher or the model, worded for the caller: (metric reason, error)."""
-    from . import batcher
-    from .engine import OutOfMemory
+    from .pipeline import batcher
+    from .pipeline.engine import OutOfMemory
 
     if isinstance(exc, batcher.QueueFull):
         if exc.by == "cost":
@@ -95,3 +117,24 @@ def batch_failure(exc: Exception, request_timeout_ms: float) -> tuple[str, Servi
             "an image of this request does not fit in the device's memory, even in a batch "
             "of its own; send smaller images (or lower --max_image_pixels)")
     return "internal", InternalError("inference failed; the server log has the details")
+
+
+def client_error(exc: Exception) -> tuple[str | None, ServiceError] | None:
+    """An error the server knows as (metric reason or None, error); None for a surprise.
+
+    Covers this server's errors and KServe's own (bad input, unknown or unready model),
+    so that each transport answers them alike and logs one line, never a traceback.
+    """
+    from kserve.errors import ModelNotFound, ModelNotReady
+
+    from .protocol import RequestError
+
+    if isinstance(exc, ServiceError):  # already worded; a 5xx was logged where it arose
+        return None, exc
+    if isinstance(exc, InvalidInput | RequestError):
+        return "invalid", BadRequest(str(exc))
+    if isinstance(exc, ModelNotFound):
+        return None, NotFound(str(exc))
+    if isinstance(exc, ModelNotReady):
+        return None, NotReady(str(exc), retry_after=1)
+    return None

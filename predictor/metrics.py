@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from .batcher import BatchStats
+from .pipeline.batcher import BatchStats
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 _TIME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

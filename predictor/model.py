@@ -19,14 +19,21 @@ from typing import Any
 from kserve import Model
 from kserve.errors import InvalidInput
 
-from . import batcher as batching
 from .config import ServerConfig
-from .decode import DecodeError, ImageLimits
-from .detections import Detections, LabelMap, ParameterError, RawDetections, RequestOptions, select
-from .engine import Engine, Image, image_size
 from .errors import InternalError, batch_failure
-from .images import ImageDecoder, pixels
 from .metrics import Metrics
+from .pipeline import batcher as batching
+from .pipeline.decode import DecodeError, ImageLimits
+from .pipeline.detections import (
+    Detections,
+    LabelMap,
+    ParameterError,
+    RawDetections,
+    RequestOptions,
+    select,
+)
+from .pipeline.engine import Engine, Image, image_size
+from .pipeline.images import ImageDecoder, pixels
 from .protocol import Request, V2Answer, v1, v2
 from .protocol.options import parse_options
 

@@ -28,7 +28,7 @@ from PIL import Image  # noqa: E402
 
 from client import DetectionClient, ServerUnreachable  # noqa: E402
 from client.draw import draw_detections  # noqa: E402
-from predictor.demo.synthetic import CLASSES, make_sample, random_size  # noqa: E402
+from demo.synthetic import CLASSES, make_sample, random_size  # noqa: E402
 
 
 def _free_port() -> int:

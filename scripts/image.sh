@@ -109,7 +109,7 @@ source_hash() {
         printf 'variant=%s\nindex=%s\nbase=%s\n' "$VARIANT" "$TORCH_INDEX_URL" "$BASE_ID"
         [[ -z "$TARGET" ]] || printf 'target=%s\n' "$TARGET"
         local paths=() p
-        for p in Dockerfile .dockerignore pyproject.toml README.md LICENSE predictor client; do
+        for p in Dockerfile .dockerignore pyproject.toml README.md LICENSE scripts/image-venv.sh predictor client; do
             [[ -e "$p" ]] && paths+=("$p")
         done
         find "${paths[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.py[cod]' \

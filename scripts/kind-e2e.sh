@@ -359,7 +359,8 @@ check_web() {
     local url="http://127.0.0.1:$LOCAL_WEB_PORT" pictures="$ARTIFACTS_DIR/web-picture"
     log "web app: $url/healthz, and $url/api/detect with one picture"
     forward "svc/$WEB_NAME" "$LOCAL_WEB_PORT:80"
-    run "$PYTHON" -m predictor.demo.synthetic --count 1 --seed 7 --out "$pictures"
+    # demo/ is a tool beside the installed packages: run it from the repository's root.
+    (cd "$ROOT_DIR" && run "$PYTHON" -m demo.synthetic --count 1 --seed 7 --out "$pictures")
     run curl -fsS --max-time 30 -o "$ARTIFACTS_DIR/web-healthz.json" "$url/healthz"
     run curl -fsS --max-time 120 -F "file=@$pictures/images/000000.png;type=image/png" \
         -o "$ARTIFACTS_DIR/web-detect.json" "$url/api/detect"

@@ -50,10 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bearer token")
     parser.add_argument("--host-header", default=None, help="Host header for an ingress")
     parser.add_argument("--protocols", type=_protocols, default=list(DEFAULT_PROTOCOLS),
-                        help="comma-separated: v1, v2bin, grpc, and web: through the web "
+                        help="comma-separated: v1, v2bin, grpc; web (POST /api/detect) and "
+                             "deepstack (POST /v1/vision/detection) go through the web "
                              "backend at --web-url (default: v1,v2bin,grpc)")
     parser.add_argument("--web-url", default=None, metavar="URL",
-                        help="the web backend (python -m client.web) for --protocols web")
+                        help="the web backend (python -m client.web) for web and deepstack")
+    parser.add_argument("--web-api-key-file", default=None, metavar="FILE",
+                        help="file holding the web backend's API key, when it has one")
     parser.add_argument("--clients", type=_clients, default=[1, 8],
                         help="comma-separated concurrency levels (default 1,8)")
     parser.add_argument("--duration", type=float, default=8.0,
@@ -119,12 +122,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = ClientConfig(url=args.url, model=args.model, grpc_url=args.grpc_url,
                           token=args.token, host_header=args.host_header, timeout=args.timeout)
-    if "web" in args.protocols and not args.web_url:
-        parser.error("--protocols web needs --web-url, e.g. http://127.0.0.1:8000")
+    through_web = [p for p in args.protocols if p in ("web", "deepstack")]
+    if through_web and not args.web_url:
+        parser.error(f"--protocols {','.join(through_web)} needs --web-url, e.g. "
+                     f"http://127.0.0.1:8000")
+    if "deepstack" in args.protocols and args.images_per_request != 1:
+        parser.error("the deepstack protocol sends one picture per request: drop "
+                     "--images-per-request")
+    key = None
+    if args.web_api_key_file:
+        key = Path(args.web_api_key_file).read_text(encoding="utf-8").strip()
     grpc_target, tls = config.grpc_target()
     target = Target(url=config.url, model=config.model, grpc_target=grpc_target, grpc_tls=tls,
                     headers=config.auth_headers(), timeout=config.timeout,
-                    web_url=args.web_url)
+                    web_url=args.web_url, web_api_key=key)
     images = _load_images(args)
     results = asyncio.run(_run_all(args, target, images))
     print(format_table([r.to_dict() for r in results]))

@@ -16,7 +16,7 @@ from .stats import CellResult, metric_totals, summarize
 
 __all__ = ["BENCH_PROTOCOLS", "DEFAULT_PROTOCOLS", "generated_images", "run_cell", "wait_ready"]
 
-BENCH_PROTOCOLS = ("v1", "v2bin", "grpc", "web")
+BENCH_PROTOCOLS = ("v1", "v2bin", "grpc", "web", "deepstack")
 # What runs when --protocols is not given: the inference service's own wires.
 DEFAULT_PROTOCOLS = ("v1", "v2bin", "grpc")
 # Seconds a client pauses after a failed request, so a refusing server is not hammered.

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["CELL_COLUMNS", "SERVER_METRICS", "CellResult", "format_table", "hop_summary",
-           "metric_totals", "percentile", "summarize"]
+__all__ = ["CELL_COLUMNS", "SERVER_METRICS", "THROUGH_WEB", "CellResult", "format_table",
+           "hop_summary", "metric_totals", "percentile", "summarize"]
 
 # Server counters read from /metrics before and after a cell (the detector's own
 # histograms, and the process CPU time prometheus_client exports on Linux).
@@ -169,20 +169,32 @@ def metric_totals(metrics_text: str, names: Sequence[str] = SERVER_METRICS
     return found
 
 
+#: What reaches the inference service through the web backend, and how the summary
+#: names it.
+THROUGH_WEB = {"web": "POST /api/detect", "deepstack": "DeepStack route"}
+
+
 def hop_summary(results: Sequence[CellResult]) -> list[str]:
-    """One line per client count measured both directly (``v2bin``) and through the web
-    backend (``web``): what the extra hop adds to the p50 latency."""
+    """One line per client count and route measured both directly (``v2bin``) and through
+    the web backend (``web``, ``deepstack``): the p50 and p95 either way, and the hop
+    itself (each round trip less the backend's own call, p50) as a share of a direct call."""
     lines = []
     for clients in sorted({r.clients for r in results}):
         cells = {r.protocol: r for r in results if r.clients == clients}
-        direct, web = cells.get("v2bin"), cells.get("web")
-        if direct is None or web is None or math.isnan(direct.p50_ms) or math.isnan(web.p50_ms):
+        direct = cells.get("v2bin")
+        if direct is None or math.isnan(direct.p50_ms):
             continue
-        model = next((c.model_ms for c in (direct, web) if c.model_ms is not None), None)
-        inside = f"model call {model:.1f} ms (mean), " if model is not None else ""
-        hop = (f"; the hop itself (each round trip less the backend's call) {web.hop_ms:.1f} ms"
-               if web.hop_ms is not None else "")
-        lines.append(f"extra hop at {clients} client(s), p50: {inside}direct "
-                     f"{direct.p50_ms:.1f} ms, through the web backend {web.p50_ms:.1f} ms"
-                     f"{hop}")
+        for protocol, name in THROUGH_WEB.items():
+            web = cells.get(protocol)
+            if web is None or math.isnan(web.p50_ms):
+                continue
+            model = next((c.model_ms for c in (direct, web) if c.model_ms is not None), None)
+            inside = f"; model call {model:.1f} ms (mean)" if model is not None else ""
+            hop = ""
+            if web.hop_ms is not None:
+                hop = (f"; the hop itself {web.hop_ms:.1f} ms p50, "
+                       f"{web.hop_ms / direct.p50_ms:.0%} of a direct call")
+            lines.append(f"extra hop at {clients} client(s), {name}: direct V2 p50 "
+                         f"{direct.p50_ms:.1f} / p95 {direct.p95_ms:.1f} ms, through the "
+                         f"backend p50 {web.p50_ms:.1f} / p95 {web.p95_ms:.1f} ms{hop}{inside}")
     return lines

@@ -1,10 +1,12 @@
 """The product's web backend: a page and an API in front of the inference service.
 
 The model lives in its own inference service; this small ASGI app is its *client*, as a
-product's backend would be. It serves one page (drop pictures, see their boxes) and
-``POST /api/detect``, and reaches the service only through
-:class:`~client.AsyncDetectionClient`. When the service is down, overloaded or slow the
-app answers a clear error and keeps serving; its own liveness never depends on it.
+product's backend would be. It serves one page (drop pictures, see their boxes),
+``POST /api/detect``, and the DeepStack / CodeProject.AI detection API that NVRs and
+home-automation systems call (``POST /v1/vision/detection``), and reaches the service
+only through :class:`~client.AsyncDetectionClient`, by the client's public API. When the
+service is down, overloaded or slow the app answers a clear error and keeps serving; its
+own liveness never depends on it.
 
 Needs the ``web`` extra (``pip install 'kserve-detector[web]'``: Starlette, uvicorn,
 python-multipart, prometheus-client). Start it with

@@ -1,6 +1,7 @@
 """``python -m client.web``: the edge. Flags -> one frozen WebSettings -> uvicorn.
 
-Example::
+The only place that reads the environment and the files the flags name (the API key, the
+label map). Example::
 
     python -m client.web --url http://127.0.0.1:8080 --model detector --port 8000
 """
@@ -13,10 +14,16 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .._exceptions import ConfigError
-from .._options import ENVIRONMENT_HELP, add_connection_arguments, config_from_args, positive
-from .._options import seconds as positive_seconds
-from .settings import MIB, WebSettings
+from client import ENVIRONMENT_HELP, ConfigError, add_connection_arguments, config_from_args
+
+from .settings import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MIN_SCORE_THRESHOLD,
+    MIB,
+    WebSettings,
+    read_api_key,
+    read_label_map,
+)
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -28,10 +35,11 @@ _MISSING_EXTRA = ("the web backend needs its extra dependencies: "
 def build_parser() -> argparse.ArgumentParser:
     """The flags: the client's connection flags, then where to listen and the limits."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="The product's web backend: a page and POST /api/detect in "
-                               "front of the inference service.",
+        prog=PROG, description="The product's web backend: a page, POST /api/detect and the "
+                               "DeepStack detection API in front of the inference service.",
         epilog=ENVIRONMENT_HELP + "\nDETECT_WEB_HOST and DETECT_WEB_PORT give defaults for "
-                                  "--host and --port.",
+                                  "--host and --port, DETECT_WEB_API_KEY_FILE for "
+                                  "--api-key-file.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_connection_arguments(parser)
     env = os.environ
@@ -39,22 +47,71 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=env.get("DETECT_WEB_HOST", "127.0.0.1"),
                        help="address to listen on; 0.0.0.0 for every interface "
                             "(default: %(default)s)")
-    serve.add_argument("--port", type=positive, default=int(env.get("DETECT_WEB_PORT", "8000")),
+    serve.add_argument("--port", type=whole_number,
+                       default=int(env.get("DETECT_WEB_PORT", "8000")),
                        help="port to listen on (default: %(default)s)")
-    serve.add_argument("--max-files", type=positive, default=16,
+    serve.add_argument("--max-files", type=whole_number, default=16,
                        help="most pictures per request (default: %(default)s)")
-    serve.add_argument("--max-upload-mb", type=positive_seconds, default=32.0, metavar="MB",
+    serve.add_argument("--max-upload-mb", type=number, default=32.0, metavar="MB",
                        help="largest request body in MiB (default: %(default)s)")
-    serve.add_argument("--max-backoff", type=positive_seconds, default=5.0, metavar="SECONDS",
+    serve.add_argument("--max-backoff", type=number, default=5.0, metavar="SECONDS",
                        help="longest wait before a retry, also the cap on the service's "
                             "Retry-After (default: %(default)s)")
-    serve.add_argument("--health-interval", type=positive_seconds, default=5.0,
+    serve.add_argument("--health-interval", type=number, default=5.0,
                        metavar="SECONDS", help="seconds between two readiness probes of the "
                                                "inference service (default: %(default)s)")
+    serve.add_argument("--max-in-flight", "--max_in_flight", type=whole_number,
+                       default=DEFAULT_MAX_IN_FLIGHT, metavar="N",
+                       help="most pictures held at once, all routes together; beyond it an "
+                            "immediate 503 + Retry-After (default: %(default)s, the inference "
+                            "service's default --max_queue_size)")
     serve.add_argument("--log-level", default="info",
                        choices=("critical", "error", "warning", "info", "debug"),
                        help="log level (default: %(default)s)")
+    deepstack = parser.add_argument_group("DeepStack API and access")
+    deepstack.add_argument("--label-map", "--label_map", metavar="FILE",
+                           help="JSON object renaming the model's labels in DeepStack answers, "
+                                'e.g. {"circle": "person"}; other labels pass through')
+    deepstack.add_argument("--api-key-file", "--api_key_file", metavar="FILE",
+                           default=env.get("DETECT_WEB_API_KEY_FILE") or None,
+                           help="file holding the API key the DeepStack routes require (never "
+                                "the key itself on the command line)")
+    deepstack.add_argument("--protect-page-api", action="store_true",
+                           help="require the API key on POST /api/detect too")
+    deepstack.add_argument("--min-score-threshold", type=fraction,
+                           default=DEFAULT_MIN_SCORE_THRESHOLD, metavar="S",
+                           help="the inference service's --min_score_threshold: a lower "
+                                "min_confidence is raised to it (default: %(default)s)")
     return parser
+
+
+def whole_number(text: str) -> int:
+    """argparse type: a whole number, 1 or more."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number, 1 or more")
+    return int(text)
+
+
+def number(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number from 0 to 1")
+    return value
 
 
 def settings_from_args(args: argparse.Namespace) -> WebSettings:
@@ -67,7 +124,12 @@ def settings_from_args(args: argparse.Namespace) -> WebSettings:
     return WebSettings(client=client, max_files=args.max_files,
                        max_upload_bytes=int(args.max_upload_mb * MIB),
                        health_interval=args.health_interval,
-                       probe_timeout=min(args.timeout, args.health_interval, 5.0))
+                       probe_timeout=min(args.timeout, args.health_interval, 5.0),
+                       max_in_flight=args.max_in_flight,
+                       api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
+                       protect_page_api=args.protect_page_api,
+                       label_map=read_label_map(args.label_map) if args.label_map else {},
+                       min_score_threshold=args.min_score_threshold)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,14 @@
-"""The routes' handlers: the page, ``POST /api/detect``, ``/healthz`` and ``/metrics``."""
+"""The page's routes (the page, ``POST /api/detect``, ``/healthz``, ``/metrics``) and what
+every route shares (:class:`Backend`: the client, the guards, the metrics; :func:`infer`).
+
+The DeepStack routes live in :mod:`client.web.deepstack`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,33 +16,65 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from .._async import AsyncDetectionClient
-from .._exceptions import ClientError
-from .._types import ImageResult
-from .errors import error_for_client, error_kind
+from client import AsyncDetectionClient, ClientError, ImageResult
+
+from .errors import ApiError, error_for_client, error_kind
+from .guard import InFlight, KeyCheck
 from .metrics import WebMetrics
 from .monitor import ServiceMonitor
 from .settings import WebSettings
-from .uploads import Upload, read_upload
+from .uploads import read_upload
 
-__all__ = ["STATIC_DIR", "Backend", "detect", "healthz", "index", "metrics"]
+__all__ = ["CLIENT_CLOSED", "STATIC_DIR", "Backend", "backend_of", "detect", "healthz",
+           "index", "infer", "metrics"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-# nginx's code for "the client closed the request": only ever seen in metrics.
-_CLIENT_CLOSED = 499
+#: nginx's code for "the client closed the request": only ever seen in metrics.
+CLIENT_CLOSED = 499
 
 
 @dataclass
 class Backend:
-    """What the handlers share: settings, the inference client, its state, the metrics."""
+    """What the handlers share: settings, the inference client, its state, the metrics,
+    the API key and the in-flight cap."""
 
     settings: WebSettings
     client: AsyncDetectionClient
     monitor: ServiceMonitor
     metrics: WebMetrics
+    key: KeyCheck
+    in_flight: InFlight
+
+    @contextlib.contextmanager
+    def holding(self, pictures: int) -> Iterator[None]:
+        """Holds ``pictures`` places under ``--max-in-flight`` for the ``with`` block.
+
+        Raises:
+            ApiError: 503 + Retry-After at once when they are not free (counted).
+        """
+        try:
+            self.in_flight.take(pictures)
+        except ApiError:
+            self.metrics.refused.labels(reason="in_flight").inc()
+            raise
+        self.metrics.in_flight.set(self.in_flight.count)
+        try:
+            yield
+        finally:
+            self.in_flight.give_back(pictures)
+            self.metrics.in_flight.set(self.in_flight.count)
+
+    def check_key(self, request: Request, form_key: str | None) -> None:
+        """Checks the request's API key (see :class:`KeyCheck`); a refusal is counted."""
+        try:
+            self.key.check(request.headers, form_key)
+        except ApiError:
+            self.metrics.refused.labels(reason="api_key").inc()
+            raise
 
 
-def _backend(request: Request) -> Backend:
+def backend_of(request: Request) -> Backend:
+    """The app's :class:`Backend`."""
     backend: Backend = request.app.state.backend
     return backend
 
@@ -53,13 +91,19 @@ async def detect(request: Request) -> Response:
     {"inference_ms", "total_ms"}, "model", "model_version"}``; failures are
     ``{"error": ...}`` with the status :mod:`client.web.errors` gives them.
     """
-    backend = _backend(request)
+    backend = backend_of(request)
     started = time.perf_counter()
     try:
         upload = await read_upload(request, backend.settings)
     except ClientDisconnect:
-        return Response(status_code=_CLIENT_CLOSED)
-    results, inference_s = await _infer(backend, upload)
+        return Response(status_code=CLIENT_CLOSED)
+    if backend.settings.protect_page_api:
+        backend.check_key(request, upload.api_key)
+    with backend.holding(len(upload.pictures)):
+        results, inference_s = await infer(
+            backend, [picture.data for picture in upload.pictures],
+            score_threshold=upload.score_threshold, max_detections=upload.max_detections,
+            classes=upload.classes)
     versions = [r.model_version for r in results if r.model_version]
     body: dict[str, Any] = {
         "results": [
@@ -78,15 +122,20 @@ async def detect(request: Request) -> Response:
     return JSONResponse(body, headers={"Server-Timing": timing, "Cache-Control": "no-store"})
 
 
-async def _infer(backend: Backend, upload: Upload) -> tuple[list[ImageResult], float]:
-    """Calls the inference service; returns the results and the seconds the call took."""
+async def infer(backend: Backend, pictures: Sequence[bytes], *,
+                score_threshold: float | None = None, max_detections: int | None = None,
+                classes: Sequence[str] | None = None) -> tuple[list[ImageResult], float]:
+    """Calls the inference service; returns the results and the seconds the call took.
+
+    Raises:
+        ApiError: The call failed; the status and message :mod:`client.web.errors` give it.
+    """
     config = backend.settings.client
     started = time.perf_counter()
     try:
         results = await backend.client.detect(
-            [picture.data for picture in upload.pictures],
-            score_threshold=upload.score_threshold, max_detections=upload.max_detections,
-            classes=upload.classes, concurrency=backend.settings.concurrency)
+            list(pictures), score_threshold=score_threshold, max_detections=max_detections,
+            classes=classes, concurrency=backend.settings.concurrency)
     except ClientError as exc:
         backend.metrics.inference_errors.labels(kind=error_kind(exc)).inc()
         backend.monitor.report_error(exc)
@@ -101,7 +150,7 @@ async def _infer(backend: Backend, upload: Upload) -> tuple[list[ImageResult], f
 
 async def healthz(request: Request) -> Response:
     """``GET /healthz``: 200 while the app runs, with the inference service's last state."""
-    backend = _backend(request)
+    backend = backend_of(request)
     service = {**backend.monitor.state.to_dict(), "model": backend.settings.client.model,
                "protocol": backend.settings.client.protocol}
     return JSONResponse({"status": "ok", "inference_service": service},
@@ -110,5 +159,5 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """``GET /metrics``: the app's own Prometheus metrics."""
-    content, content_type = _backend(request).metrics.render()
+    content, content_type = backend_of(request).metrics.render()
     return Response(content, media_type=content_type)

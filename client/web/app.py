@@ -2,7 +2,8 @@
 
 The app is the product's backend and the inference service's *client*: it reaches the
 service only through :class:`~client.AsyncDetectionClient`, made when the app starts (a
-gRPC channel belongs to the running event loop) and closed when it stops.
+gRPC channel belongs to the running event loop) and closed when it stops. Two APIs share
+it: the page's own (:mod:`client.web.api`) and DeepStack's (:mod:`client.web.deepstack`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .._async import AsyncDetectionClient
-from . import api
-from .errors import ApiError
+from client import AsyncDetectionClient
+
+from . import api, deepstack
+from .errors import ApiError, error_body
+from .guard import InFlight, KeyCheck
 from .metrics import WebMetrics
 from .monitor import ServiceMonitor
 from .settings import WebSettings
@@ -75,11 +78,17 @@ def create_app(settings: WebSettings, *,
         monitor = ServiceMonitor(client.health, model=settings.client.model,
                                  interval=settings.health_interval,
                                  timeout=settings.probe_timeout, on_change=metrics.observe_state)
-        app.state.backend = api.Backend(settings, client, monitor, metrics)
+        app.state.backend = api.Backend(settings, client, monitor, metrics,
+                                        KeyCheck(settings.api_key),
+                                        InFlight(settings.max_in_flight))
         monitor.start()
         log.info("web backend for model %r at %s (%s)", settings.client.model,
                  settings.client.url if settings.client.protocol != "grpc"
                  else settings.client.grpc_target()[0], settings.client.protocol)
+        log.info("DeepStack API at /v1/vision/detection and /v1/vision/custom/%s (API key: "
+                 "%s; at most %d pictures in flight)", settings.client.model,
+                 ("required, also on /api/detect" if settings.protect_page_api else "required")
+                 if settings.api_key else "none", settings.max_in_flight)
         try:
             yield
         finally:
@@ -89,6 +98,8 @@ def create_app(settings: WebSettings, *,
     routes = [
         Route("/", api.index, methods=["GET", "HEAD"]),
         Route("/api/detect", api.detect, methods=["POST"]),
+        Route("/v1/vision/detection", deepstack.detection, methods=["POST"]),
+        Route("/v1/vision/custom/{model}", deepstack.detection, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET", "HEAD"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static"),
@@ -101,7 +112,8 @@ def create_app(settings: WebSettings, *,
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return JSONResponse({"error": exc.message}, status_code=exc.status,
+    return JSONResponse(error_body(request.url.path, exc.status, exc.message),
+                        status_code=exc.status,
                         headers={**exc.headers, "Cache-Control": "no-store"})
 
 
@@ -109,15 +121,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     messages = {404: f"no such page: {request.url.path}",
                 405: f"{request.method} is not allowed on {request.url.path}"}
-    return JSONResponse({"error": messages.get(exc.status_code, str(exc.detail))},
+    message = messages.get(exc.status_code, str(exc.detail))
+    return JSONResponse(error_body(request.url.path, exc.status_code, message),
                         status_code=exc.status_code, headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug here must cost one request, and show no internals: the log has the details.
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"error": "the web backend failed unexpectedly; its log has the "
-                                  "details"}, status_code=500, headers=SECURITY_HEADERS)
+    message = "the web backend failed unexpectedly; its log has the details"
+    return JSONResponse(error_body(request.url.path, 500, message), status_code=500,
+                        headers=SECURITY_HEADERS)
 
 
 class _Observed:

@@ -2,7 +2,9 @@
 
 Every failure becomes :class:`ApiError`: an HTTP status, one message that says what
 happened and what to do, and sometimes a ``Retry-After``. The app turns it into
-``{"error": "<message>"}``; no traceback or internal text ever reaches the caller.
+``{"error": "<message>"}``, or on the DeepStack routes (``/v1/...``) into that API's
+own shape, ``{"success": false, "error": "<message>", "code": <status>}``
+(:func:`error_body`); no traceback or internal text ever reaches the caller.
 
 | the inference service ...                       | web API answers          | kind (metrics) |
 |-------------------------------------------------|--------------------------|----------------|
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from .._exceptions import (
+from client import (
     BadRequest,
     ClientError,
     ModelNotFound,
@@ -34,11 +36,15 @@ from .._exceptions import (
     UnreadableInput,
 )
 
-__all__ = ["ERROR_KINDS", "ApiError", "error_for_client", "error_kind"]
+__all__ = ["DEEPSTACK_PREFIX", "ERROR_KINDS", "ApiError", "error_body", "error_for_client",
+           "error_kind"]
 
 #: The ``kind`` label values of the error metric, one per row of the table above.
 ERROR_KINDS = ("bad_request", "overloaded", "not_ready", "unreachable", "timeout",
                "server_error", "unauthorized", "not_found")
+
+#: Paths under this prefix answer in the DeepStack / CodeProject.AI shape.
+DEEPSTACK_PREFIX = "/v1/"
 
 # Seconds a browser should wait before asking again when the service gave no figure.
 _DEFAULT_RETRY_AFTER = 5
@@ -59,6 +65,17 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+
+
+def error_body(path: str, status: int, message: str) -> dict[str, object]:
+    """The JSON body of a failure on ``path``: the DeepStack shape under ``/v1/``.
+
+    DeepStack answers ``{"success": false, "error": ...}`` (its server/response/response.go);
+    CodeProject.AI adds ``code``, the HTTP status (its SDK's BackendErrorResponse).
+    """
+    if path.startswith(DEEPSTACK_PREFIX):
+        return {"success": False, "error": message, "code": status}
+    return {"error": message}
 
 
 def error_kind(exc: ClientError) -> str:

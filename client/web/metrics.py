@@ -9,6 +9,10 @@
 | detector_web_inference_retries_total | counter | retries the client made (429/503/unreachable) |
 | detector_web_images_total | counter | pictures sent to the inference service |
 | detector_web_inference_service_state{state} | gauge | 1 for the state last seen, else 0 |
+| detector_web_refused_requests_total{reason} | counter | refused before any call (below) |
+| detector_web_pictures_in_flight | gauge | pictures the backend holds now |
+
+Refusal reasons: ``in_flight`` (over ``--max-in-flight``), ``api_key`` (missing or wrong).
 
 One registry per app, so two apps in one process (tests) do not collide.
 """
@@ -21,10 +25,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from .errors import ERROR_KINDS
 from .monitor import STATES, ServiceState
 
-__all__ = ["ROUTES", "WebMetrics"]
+__all__ = ["REFUSALS", "ROUTES", "WebMetrics"]
 
 #: The ``route`` label values: the app's routes, then everything else.
-ROUTES = ("/", "/api/detect", "/healthz", "/metrics", "/static", "other")
+ROUTES = ("/", "/api/detect", "/v1/vision/detection", "/v1/vision/custom", "/healthz",
+          "/metrics", "/static", "other")
+#: The ``reason`` label values of the refusals counter.
+REFUSALS = ("in_flight", "api_key")
 
 _TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -53,7 +60,14 @@ class WebMetrics:
         self.service_state = Gauge("detector_web_inference_service_state",
                                    "1 for the inference service's last seen state",
                                    ["state"], registry=reg)
+        self.refused = Counter("detector_web_refused_requests",
+                               "Requests refused before any call to the inference service",
+                               ["reason"], registry=reg)
+        self.in_flight = Gauge("detector_web_pictures_in_flight",
+                               "Pictures the web backend holds now", registry=reg)
         # Every label value shows from the start, so rate() and alerts see zeros.
+        for reason in REFUSALS:
+            self.refused.labels(reason=reason)
         for kind in ERROR_KINDS:
             self.inference_errors.labels(kind=kind)
         for state in STATES:
@@ -64,6 +78,8 @@ class WebMetrics:
         """The ``route`` label for a request path (bounded: unknown paths are ``other``)."""
         if path in ROUTES:
             return path
+        if path.startswith("/v1/vision/custom/"):
+            return "/v1/vision/custom"
         return "/static" if path.startswith("/static/") else "other"
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:

@@ -15,14 +15,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .._exceptions import (
+from client import (
     ClientError,
+    Health,
     ModelNotFound,
     ModelNotReady,
     ServerUnreachable,
     Unauthorized,
 )
-from .._types import Health
 
 __all__ = ["STATES", "ServiceMonitor", "ServiceState"]
 

@@ -1,4 +1,5 @@
-"""``POST /api/detect``'s request: the pictures and options, read within the limits.
+"""Reading uploads within the limits: ``POST /api/detect``'s pictures and options, and
+the multipart form every picture route shares (:func:`read_form`).
 
 The body is counted as it streams (``Content-Length`` is checked first) and parsed in
 memory, so an upload never touches the disk (the container's root is read-only) and
@@ -13,20 +14,20 @@ import math
 import sys
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from .errors import ApiError
 from .settings import WebSettings
 
-__all__ = ["FIELDS", "Picture", "Upload", "read_upload"]
+__all__ = ["FIELDS", "Picture", "Upload", "check_picture", "read_form", "read_upload"]
 
-#: The form fields ``POST /api/detect`` reads.
-FIELDS = ("file", "score_threshold", "classes", "max_detections")
+#: The form fields ``POST /api/detect`` reads (``api_key`` only when the backend has one).
+FIELDS = ("file", "score_threshold", "classes", "max_detections", "api_key")
 _MAX_FIELD_BYTES = 4096
 
 
@@ -46,6 +47,7 @@ class Upload:
     score_threshold: float | None = None
     classes: tuple[str, ...] | None = None
     max_detections: int | None = None
+    api_key: str | None = field(default=None, repr=False)
 
 
 async def read_upload(request: Request, settings: WebSettings) -> Upload:
@@ -55,25 +57,12 @@ async def read_upload(request: Request, settings: WebSettings) -> Upload:
         ApiError: 413 when the body is over ``max_upload_bytes``; 400 when it is not
             multipart, has no picture, too many, an empty or unreadable one, or a bad option.
     """
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
-        raise ApiError(400, "send the pictures as multipart/form-data, one 'file' field per "
-                            "picture (e.g. curl -F file=@picture.jpg)")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
-        raise _too_large(settings, int(declared))
-    parser = _InMemoryParser(
-        request.headers, _limited(request.stream(), settings),
-        max_files=settings.max_files, max_fields=len(FIELDS) + 4,
-        max_part_size=_MAX_FIELD_BYTES)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        if exc.message.startswith("Too many files"):
-            raise ApiError(400, f"too many pictures: at most {settings.max_files} per request "
-                                f"(the backend's --max-files)") from None
-        raise ApiError(400, f"the upload is not valid multipart/form-data: {exc.message}"
-                       ) from None
+    form = await read_form(
+        request, settings, max_files=settings.max_files, max_fields=len(FIELDS) + 4,
+        how="send the pictures as multipart/form-data, one 'file' field per picture (e.g. "
+            "curl -F file=@picture.jpg)",
+        too_many=f"too many pictures: at most {settings.max_files} per request (the "
+                 f"backend's --max-files)")
     try:
         unknown = sorted({key for key in form if key not in FIELDS})
         if unknown:
@@ -87,9 +76,43 @@ async def read_upload(request: Request, settings: WebSettings) -> Upload:
             score_threshold=_threshold(_text(form.getlist("score_threshold"))),
             classes=_classes(_text(form.getlist("classes"))),
             max_detections=_max_detections(_text(form.getlist("max_detections"))),
+            api_key=_text(form.getlist("api_key")),
         )
     finally:
         await form.close()
+
+
+async def read_form(request: Request, settings: WebSettings, *, max_files: int,
+                    max_fields: int, how: str, too_many: str) -> FormData:
+    """The multipart form of ``request``, read in memory within ``max_upload_bytes``.
+
+    Args:
+        request: The request.
+        settings: The limits.
+        max_files: Most file parts.
+        max_fields: Most parts of any kind.
+        how: What to say to a caller who did not send multipart (how to send it).
+        too_many: What to say when there are more than ``max_files`` file parts.
+
+    Raises:
+        ApiError: 413 over the size limit; 400 when the body is not multipart or broken.
+    """
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ApiError(400, how)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
+        raise _too_large(settings, int(declared))
+    parser = _InMemoryParser(
+        request.headers, _limited(request.stream(), settings),
+        max_files=max_files, max_fields=max_fields, max_part_size=_MAX_FIELD_BYTES)
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        if exc.message.startswith("Too many files"):
+            raise ApiError(400, too_many) from None
+        raise ApiError(400, f"the upload is not valid multipart/form-data: {exc.message}"
+                       ) from None
 
 
 async def _limited(stream: AsyncIterator[bytes], settings: WebSettings
@@ -123,14 +146,18 @@ async def _picture(item: Any, index: int) -> Picture:
                             f"file part (curl -F file=@picture.jpg)")
     name = item.filename or f"picture {index + 1}"
     data = await item.read()
-    if not data:
-        raise ApiError(400, f"file {name!r} is empty")
-    _check_image(name, data)
+    check_picture(name, data)
     return Picture(filename=name, data=data)
 
 
-def _check_image(name: str, data: bytes) -> None:
-    """Reads the header only: enough to refuse what is not a picture, with its name."""
+def check_picture(name: str, data: bytes) -> None:
+    """Reads the header only: enough to refuse what is not a picture, with its name.
+
+    Raises:
+        ApiError: 400 naming the file when it is empty, not a picture, or broken.
+    """
+    if not data:
+        raise ApiError(400, f"file {name!r} is empty")
     from PIL import Image, UnidentifiedImageError
 
     try:

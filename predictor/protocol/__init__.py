@@ -7,7 +7,7 @@
     grpc_v2.py    gRPC ModelInferRequest / ModelInferResponse, parameters KServe misses
     options.py    request parameters -> validated options
     b64.py        base64 as clients send it
-    errors.py     RequestError: a malformed request (400 / INVALID_ARGUMENT)
+    errors.py     RequestError (a malformed request: 400 / INVALID_ARGUMENT), the image count check
 
 Nothing here runs a server or a model: bytes and messages in, bytes and messages out.
 """
@@ -15,7 +15,7 @@ Nothing here runs a server or a model: bytes and messages in, bytes and messages
 from __future__ import annotations
 
 from .errors import RequestError
-from .messages import ImageSource, OutputRequest, OutputTensor, Request, Tensor, V2Answer, V2Call
+from .messages import OutputRequest, OutputTensor, Request, Tensor, V2Answer, V2Call
 
-__all__ = ["ImageSource", "OutputRequest", "OutputTensor", "Request", "RequestError", "Tensor",
+__all__ = ["OutputRequest", "OutputTensor", "Request", "RequestError", "Tensor",
            "V2Answer", "V2Call"]

@@ -79,8 +79,7 @@ def parse_infer_request(request: Any, *, max_images: int, max_pixels: int) -> Re
                              raw=raw[i] if raw else None))
     outputs = tuple(OutputRequest(o.name) for o in request.outputs) or None
     check_outputs(outputs)
-    call = V2Call(id=request.id, outputs=outputs, binary_outputs=True,
-                  model_version=request.model_version)
+    call = V2Call(id=request.id, outputs=outputs, binary_outputs=True)
     sources = image_sources(image_input(inputs), max_images, max_pixels)
     return Request(sources, parameters(request.parameters), call)
 

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-ImageSource = bytes | np.ndarray
-"""An encoded image file to decode, or an ``H x W x 3`` uint8 RGB array."""
+from ..pipeline.decode import ImageSource
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,6 @@ class V2Call:
     id: str = ""
     outputs: tuple[OutputRequest, ...] | None = None  # None: every output
     binary_outputs: bool = False  # REST's binary_data_output; gRPC answers are always raw
-    model_version: str = ""  # the version the caller named ("" = any)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..detections import LabelMap, ParameterError, RequestOptions
+from ..pipeline.detections import LabelMap, ParameterError, RequestOptions
 
 
 def _number(value: Any) -> Any:

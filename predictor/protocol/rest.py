@@ -109,7 +109,7 @@ def _outputs(value: Any) -> tuple[OutputRequest, ...] | None:
 
 
 def parse_v2_body(body: bytes, header_length: str | None, *, max_images: int,
-                  max_pixels: int, model_version: str = "") -> Request:
+                  max_pixels: int) -> Request:
     """A V2 ``/infer`` body: JSON, or JSON then binary tensors (``header_length`` set)."""
     if header_length is None:
         json_length = len(body)
@@ -125,8 +125,7 @@ def parse_v2_body(body: bytes, header_length: str | None, *, max_images: int,
     header = parse_json(body[:json_length], "the JSON part of the request")
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise RequestError('the request needs an "inputs" list')
-    call = V2Call(id=check_id(header.get("id")), outputs=_outputs(header.get("outputs")),
-                  model_version=model_version)
+    call = V2Call(id=check_id(header.get("id")), outputs=_outputs(header.get("outputs")))
     params = header.get("parameters")
     if params is None:
         params = {}
@@ -134,7 +133,7 @@ def parse_v2_body(body: bytes, header_length: str | None, *, max_images: int,
         raise RequestError('"parameters" must be an object')
     if "binary_data_output" in params:
         call = V2Call(call.id, call.outputs, _flag(params["binary_data_output"],
-                                                   "binary_data_output"), model_version)
+                                                   "binary_data_output"))
     offset = json_length
     inputs = []
     for i, spec in enumerate(header["inputs"]):

@@ -11,20 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..detections import Detections
+from ..pipeline.decode import ImageSource
+from ..pipeline.detections import Detections
 from .b64 import b64decode
-from .errors import RequestError
-from .messages import ImageSource, Request
-
-
-def check_count(count: int, limit: int, what: str) -> None:
-    """Refuses an empty request and one over ``--max_images_per_request``."""
-    if count == 0:
-        raise RequestError(f"{what} is empty; send at least one image")
-    if count > limit:
-        raise RequestError(
-            f"{what} has {count} images; the limit is {limit} per request "
-            f"(--max_images_per_request)")
+from .errors import RequestError, check_count
+from .messages import Request
 
 
 def _instance_bytes(instance: Any, where: str) -> bytes:

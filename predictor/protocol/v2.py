@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from ..detections import Detections
+from ..pipeline.decode import ImageSource
+from ..pipeline.detections import Detections
 from .b64 import b64decode
-from .errors import RequestError
-from .messages import ImageSource, OutputRequest, OutputTensor, Tensor, V2Answer, V2Call
-from .v1 import check_count
+from .errors import RequestError, check_count
+from .messages import OutputRequest, OutputTensor, Tensor, V2Answer, V2Call
 
 INPUT_NAME = "image"
 

@@ -230,6 +230,41 @@ def test_dropped_and_pasted_pictures_are_detected(browser: Any, web: WebApp, kin
     assert drawn(cards(browser)[path.name]) == len(api(web, path, 0.5))
 
 
+def test_a_protected_api_asks_for_the_key_then_detects(
+        browser: Any, web: WebApp, inference: Server, pictures: list[Path],
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    folder = tmp_path_factory.mktemp("page-keyed")
+    (folder / "key").write_text("page-key\n")
+    keyed = start_web(inference.http_url, folder, "--api-key-file", str(folder / "key"),
+                      "--protect-page-api", "--health-interval", "1")
+    try:
+        open_page(browser, keyed)
+        assert not browser.find_element("id", "key-field").is_displayed()
+        choose(browser, pictures[0])
+        wait_until(browser, lambda b: any(c.get_attribute("data-state") == "error"
+                                          for c in b.find_elements("css selector", ".card")),
+                   "the picture refused without the key")
+        card = cards(browser)[pictures[0].name]
+        assert card.find_element("css selector", ".error").text.startswith(
+            "this backend needs an API key")
+        field = browser.find_element("id", "api-key")
+        assert field.is_displayed()
+        field.send_keys("page-key", Keys.TAB)  # a change event, as leaving the field fires
+        r = httpx.post(f"{keyed.http_url}/api/detect", data={"score_threshold": "0.50",
+                                                             "api_key": "page-key"},
+                       files=[("file", (pictures[0].name, pictures[0].read_bytes()))],
+                       timeout=60)
+        expected = len(r.json()["results"][0]["detections"])
+        wait_until(browser, lambda b: all_done(b)
+                   and drawn(cards(b)[pictures[0].name]) == expected > 0,
+                   "the picture detected once the key is typed")
+    finally:
+        keyed.stop()
+        open_page(browser, web)  # back to the module's page for the last test
+
+
 def test_the_error_shows_next_to_the_picture_when_the_service_stops(
         browser: Any, web: WebApp, inference: Server, pictures: list[Path]) -> None:
     """Runs last: stops the module's inference server."""

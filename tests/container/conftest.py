@@ -82,7 +82,7 @@ def random_model_container(detector_image: str, random_model_dir: Path
 @pytest.fixture(scope="session")
 def sample_png() -> bytes:
     """A 320 x 320 synthetic picture with three shapes, PNG-encoded."""
-    from predictor.demo.synthetic import make_sample
+    from demo.synthetic import make_sample
 
     image, _, _ = make_sample(7, min_objects=3, max_objects=3)
     buf = io.BytesIO()

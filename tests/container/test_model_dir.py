@@ -72,7 +72,7 @@ def test_mounted_folder_replaces_the_demo(fruit_container: Container, sample_png
 
 def _many_images(count: int) -> list[dict[str, Any]]:
     """``count`` V1 instances (8 distinct 640 px pictures, repeated): seconds of work."""
-    from predictor.demo.synthetic import make_sample
+    from demo.synthetic import make_sample
 
     distinct = []
     for seed in range(8):

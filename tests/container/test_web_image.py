@@ -69,7 +69,7 @@ def detector_on_network(detector_image: str, network: str) -> Iterator[Container
 def big_shapes_png() -> bytes:
     """A picture of shapes the demo knows, over 1 MiB as PNG (more than an in-memory
     spool would keep by default: it proves uploads never touch the read-only disk)."""
-    from predictor.demo.synthetic import make_sample
+    from demo.synthetic import make_sample
 
     image, _, _ = make_sample(7, size=(1280, 1280), min_objects=3, max_objects=3)
     buf = io.BytesIO()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from client import DetectionClient, ModelNotFound
-from predictor.demo.synthetic import CLASSES, make_sample
+from demo.synthetic import CLASSES, make_sample
 from tests.support.e2e import Target
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from bench.servers import free_port
 from predictor import cpus
-from predictor.bench.servers import free_port
 from predictor.config import DEMO_MODEL_DIR
 
 REPO = Path(__file__).resolve().parents[2]

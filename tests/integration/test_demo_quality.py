@@ -17,7 +17,7 @@ import pytest
 
 from client import DetectionClient
 from client.evaluate import Report, run
-from predictor.demo.synthetic import write_dataset
+from demo.synthetic import write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

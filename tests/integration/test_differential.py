@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from predictor.config import DEMO_MODEL_DIR, ModelConfig
-from predictor.decode import ImageLimits, decode_image
-from predictor.detections import LabelMap, RawDetections, select
-from predictor.engine import Engine
+from predictor.pipeline.decode import ImageLimits, decode_image
+from predictor.pipeline.detections import LabelMap, RawDetections, select
+from predictor.pipeline.engine import Engine
 from predictor.protocol.options import parse_options
 from tests.support.clients import CONTENT_TYPES, OUTPUT_NAMES, Senders, Tensors
 
@@ -142,7 +142,7 @@ def reference() -> Reference:
 @pytest.fixture(scope="module")
 def pictures(reference: Reference) -> dict[str, list[bytes]]:
     """Pictures by the kind of answer they get at the default threshold (0.5)."""
-    from predictor.demo.synthetic import make_sample
+    from demo.synthetic import make_sample
 
     def count(data: bytes) -> int:
         raw, _ = reference.detect(data)

@@ -28,11 +28,12 @@ import pytest
 from PIL import Image
 
 from predictor.config import BatchingConfig, ModelConfig, ServerConfig
-from predictor.detections import RawDetections
-from predictor.detections import select as real_select
-from predictor.engine import Engine, OutOfMemory
-from predictor.errors import InternalError, InvalidInput, ServiceError
+from predictor.errors import InternalError, ServiceError
 from predictor.model import DetectionModel
+from predictor.pipeline.detections import RawDetections
+from predictor.pipeline.detections import select as real_select
+from predictor.pipeline.engine import Engine, OutOfMemory
+from predictor.protocol import RequestError
 from predictor.protocol.v1 import parse_v1
 from tests.support.servers import Server
 
@@ -160,9 +161,10 @@ def test_postprocessing_error_fails_only_its_request(model: DetectionModel,
     assert [p["image_size"] for p in results[2]["predictions"]] == [[91, 101], [92, 102]]
 
 
-def test_bad_input_in_process_is_invalid_input(model: DetectionModel) -> None:
+def test_bad_input_in_process_is_a_request_error(model: DetectionModel) -> None:
+    # The wire's own error: the server's edge answers it with 400 / INVALID_ARGUMENT.
     (result,) = asyncio.run(serve_all(model, [{"instances": [{"b64": "%%%"}]}]))
-    assert isinstance(result, InvalidInput)
+    assert isinstance(result, RequestError)
     assert "base64" in str(result)
 
 

@@ -155,21 +155,24 @@ def test_the_benchmark_measures_the_extra_hop(web: WebApp, inference: Server, tm
     picture = tmp_path / "shapes.png"
     picture.write_bytes(shapes_png(20))
     out = tmp_path / "hop.json"
-    status = bench.main(["--url", inference.http_url, "--protocols", "v2bin,web",
+    status = bench.main(["--url", inference.http_url, "--protocols", "v2bin,web,deepstack",
                          "--web-url", web.http_url, "--clients", "1", "--requests", "6",
                          "--warmup", "0", "--images", str(picture), "--out", str(out)])
     assert status == 0
-    direct, through_web = json.loads(out.read_text())["cells"]
-    assert (direct["protocol"], through_web["protocol"]) == ("v2bin", "web")
-    for cell in (direct, through_web):
+    direct, through_web, deepstack = json.loads(out.read_text())["cells"]
+    assert [c["protocol"] for c in (direct, through_web, deepstack)] == [
+        "v2bin", "web", "deepstack"]
+    for cell in (direct, through_web, deepstack):
         assert (cell["requests"], cell["errors"]) == (6, 0)
         assert 0 < cell["model_ms"] < cell["p50_ms"]  # the model call is part of the request
     assert direct["hop_ms"] is None
-    assert 0 < through_web["hop_ms"] < through_web["p50_ms"]
-    # The same picture, the same model: the same detections either way.
-    assert direct["detections_per_image"] == through_web["detections_per_image"] > 0
+    for cell in (through_web, deepstack):
+        assert 0 < cell["hop_ms"] < cell["p50_ms"]
+        # The same picture, the same model: the same detections every way.
+        assert cell["detections_per_image"] == direct["detections_per_image"] > 0
     printed = capsys.readouterr().out
-    assert "extra hop at 1 client(s), p50: model call " in printed
+    assert "extra hop at 1 client(s), POST /api/detect: direct V2 p50 " in printed
+    assert "extra hop at 1 client(s), DeepStack route: direct V2 p50 " in printed
 
 
 # ---- refusals ------------------------------------------------------------------------

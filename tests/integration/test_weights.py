@@ -101,3 +101,27 @@ def test_bad_model_folders_fail_at_start_with_a_clear_message(tmp_path: Path) ->
 
     msg = _start_fails(tmp_path / "does-not-exist", "--architecture", "fcos_resnet50_fpn")
     assert "does-not-exist" in msg
+
+
+def test_an_empty_or_missing_model_folder_stops_the_server_naming_it(tmp_path: Path) -> None:
+    # A wrong storageUri or PVC path leaves /mnt/models empty: the pod must not go Ready
+    # serving the demo detector.
+    (tmp_path / "empty").mkdir()
+    msg = _start_fails(tmp_path / "empty")
+    assert f"--model_dir {tmp_path / 'empty'} is empty" in msg
+    assert "--demo_if_empty" in msg
+    msg = _start_fails(tmp_path / "never-mounted")
+    assert f"--model_dir {tmp_path / 'never-mounted'} is missing" in msg
+
+
+def test_the_demo_is_served_for_an_empty_folder_only_when_asked(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    server = start_server(tmp_path, tmp_path / "empty", "--demo_if_empty")
+    try:
+        labels = httpx.get(f"{server.http_url}/v2/models/detector", timeout=10)
+        assert labels.status_code == 200
+        assert any("serving the embedded demo detector" in line and "--demo_if_empty" in line
+                   for line in server.log().splitlines())
+        assert {d["label"] for d in _detect(server)} <= {"circle", "square", "triangle", "star"}
+    finally:
+        assert server.stop() == 0

@@ -17,7 +17,7 @@ from ._support import REPO_ROOT
 
 # What the script reads from its repository; linked into a per-test copy so that
 # what it writes (out/) stays in the test's folder.
-LINKED = ("scripts", "manifests", "kind-config.yaml", "Dockerfile")
+LINKED = ("scripts", "manifests", "kind-config.yaml", "Dockerfile", "demo")
 
 FAILING_TOOL = """#!/bin/sh
 echo "$(basename "$0") $*" >> "$FAKE_CALLS"

@@ -6,4 +6,5 @@
     pngs.py      hand-built PNG files
     asgi.py      an ASGI app under a real uvicorn in a thread
     web_app.py   the web backend started as a user starts it
+    batching.py  a scripted run_batch for the batcher's tests
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictor.detections import Detections
+from predictor.pipeline.detections import Detections
 
 
 def dets(n: int, size: tuple[int, int] = (480, 640), first_label: int = 1) -> Detections:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from predictor.bench.servers import free_port
+from bench.servers import free_port
 
 
 @contextlib.contextmanager

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from predictor.bench.servers import ServerProcess, start
-from predictor.bench.servers import free_port as free_port  # re-exported for the tests
+from bench.servers import ServerProcess, start
+from bench.servers import free_port as free_port  # re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MODEL_DIR = REPO / "predictor" / "demo" / "model"
@@ -24,7 +24,7 @@ def save_random_model(folder: Path, arch: str = TEST_ARCH, labels: Sequence[str]
     import torch
     import torchvision
 
-    from predictor.loader import save_model_folder
+    from predictor.pipeline.loader import save_model_folder
 
     torch.manual_seed(seed)
     model = torchvision.models.get_model(arch, weights=None, weights_backbone=None,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from predictor.bench.servers import free_port
+from bench.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def start_web(inference_url: str, log_dir: Path, *args: str,
 
 def shapes_png(seed: int, objects: int = 3) -> bytes:
     """A 320 x 320 synthetic picture with ``objects`` shapes the demo detector knows."""
-    from predictor.demo.synthetic import make_sample
+    from demo.synthetic import make_sample
 
     image, _, _ = make_sample(seed, min_objects=objects, max_objects=objects)
     buf = io.BytesIO()

@@ -15,6 +15,7 @@
     labels: new Map(),    // label -> label_id, every class seen so far
     excluded: new Set(),  // classes the user unticked
     threshold: 0.5,
+    apiKey: "",           // asked for only when the backend answers 401; kept in memory
   };
 
   const $ = (selector, root = document) => root.querySelector(selector);
@@ -72,6 +73,7 @@
     form.append("file", card.file, card.file.name || "pasted.png");
     form.append("score_threshold", page.threshold.toFixed(2));
     if (classes !== null) form.append("classes", classes.join(","));
+    if (page.apiKey) form.append("api_key", page.apiKey);
     setStatus(card, "loading", "detecting…");
 
     const started = performance.now();
@@ -90,6 +92,7 @@
     const roundTrip = performance.now() - started;
     if (!response.ok || !body || !Array.isArray(body.results)) {
       const message = body && body.error ? body.error : `the web backend answered HTTP ${response.status}`;
+      if (response.status === 401) askForKey();
       showError(card, message);
       refreshService();
       return;
@@ -109,6 +112,14 @@
 
   function detectAll() {
     for (const card of page.cards) detect(card);
+  }
+
+  // The operator may require the API key on this API too (--protect-page-api).
+  function askForKey() {
+    const field = $("#key-field");
+    if (!field.hidden) return;
+    field.hidden = false;
+    $("#api-key").focus();
   }
 
   // ---- drawing --------------------------------------------------------------------
@@ -308,6 +319,11 @@
     });
     page.threshold = Number(slider.value);
     shown.textContent = page.threshold.toFixed(2);
+
+    $("#api-key").addEventListener("change", (event) => {
+      page.apiKey = event.target.value.trim();
+      detectAll();
+    });
 
     $("#clear").addEventListener("click", () => {
       for (const card of [...page.cards]) removeCard(card);

@@ -122,3 +122,32 @@ def test_decoded_pixels_per_request_limit(http: httpx.Client, server: Server) ->
     assert ok.status_code == 200, ok.text
     assert [p["image_size"] for p in ok.json()["predictions"]] == [[900, 1000]] * 2
     assert_ready(server)
+
+
+def _too_large_count(http: httpx.Client) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith('detector_rejected_requests_total{reason="too_large"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_oversized_request_headers_get_431_naming_the_limit(http: httpx.Client,
+                                                            server: Server) -> None:
+    # 1 MiB and 8 MiB of headers used to be read whole and answered 200.
+    before = _too_large_count(http)
+    rss = rss_mb(server.proc.pid)
+    for size in (40_000, 1 << 20, 8 << 20):
+        r = http.post(V1, content=GOOD, headers={"content-type": "image/png",
+                                                 "x-padding": "a" * size})
+        check_error(r, 431, "--max_header_bytes", "32768")
+    many = {f"x-h{i}": "b" * 100 for i in range(400)}  # 40 kB across many lines
+    check_error(http.get("/v2/health/live", headers=many), 431, "--max_header_bytes")
+    check_error(http.get("/v2/models/detector?" + "q=" * 20_000), 431, "--max_header_bytes")
+    assert _too_large_count(http) - before == 5
+    growth = rss_mb(server.proc.pid) - rss
+    assert growth < 16, f"the server grew by {growth:.0f} MB reading oversized headers"
+    # Headers a real client sends (a long bearer token, cookies) still pass.
+    ok = http.post(V1, content=GOOD, headers={"content-type": "image/png",
+                                              "authorization": "Bearer " + "t" * 8000})
+    assert ok.status_code == 200, ok.text
+    assert_ready(server)

@@ -235,17 +235,6 @@ def test_evaluate_refuses_a_recall_threshold_below_the_scores_it_fetches(
     assert "--recall-threshold 0.5 is below --score-threshold 0.6" in err
 
 
-@pytest.mark.parametrize("command", ["evaluate", "bench"])
-def test_missing_optional_commands_say_so(
-        command: str, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, f"client.{command}", None)  # import now fails
-    argv = [command] if command == "bench" else [command, "imgs", "ann.json"]
-    code, _, err = run(capsys, *argv)
-    assert code == 1
-    assert f"the {command} command is not available" in err
-
-
 def test_evaluate_without_pycocotools_says_how_to_install_it_before_any_request(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pycocotools.cocoeval", None)

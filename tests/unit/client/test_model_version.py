@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from client import DetectionClient, ImageResult
-from client._grpc import infer_results, pb
+from client._grpc import GrpcCodec, pb
 from client._images import prepare
 from client._tensors import pack_bytes
 
@@ -115,7 +115,7 @@ def grpc_response(version: str) -> Any:
 
 @pytest.mark.parametrize(("version", "expected"), [("5", "5"), ("", None)])
 def test_grpc_reads_the_response_field(version: str, expected: str | None) -> None:
-    (result,) = infer_results(grpc_response(version), [prepare(png())])
+    (result,) = GrpcCodec("detector").infer_results(grpc_response(version), [prepare(png())])
     assert result.detections[0].label == "star"
     assert result.model_version == expected
 

@@ -68,7 +68,10 @@ def test_a_bad_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     assert "is not an HTTP URL" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--max-files", "0"])
-    assert "must be 1 or more" in capsys.readouterr().err
+    assert "'0' must be a whole number, 1 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--max-upload-mb", "0"])
+    assert "argument --max-upload-mb: '0' must be a number above 0" in capsys.readouterr().err
 
 
 def test_help_lists_the_clients_connection_flags() -> None:
@@ -78,3 +81,20 @@ def test_help_lists_the_clients_connection_flags() -> None:
                  "--ca-file", "--host", "--port", "--max-files", "--max-upload-mb",
                  "DETECT_CLIENT_URL"):
         assert flag in done.stdout
+
+
+def test_the_guide_names_every_flag_with_its_default() -> None:
+    from client.web.__main__ import build_parser
+
+    guide = (REPO / "docs" / "web.md").read_text(encoding="utf-8")
+    rows = [line for line in guide.splitlines() if line.startswith("| `--")]
+    for action in build_parser()._actions:
+        flags = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
+        if not flags:
+            continue
+        (row,) = [r for r in rows if f"`{flags[0]}`" in r.split("|")[1]] or [None]
+        assert row is not None, f"docs/web.md's flag table lacks {flags[0]}"
+        default = action.default
+        if isinstance(default, (int, float)) and not isinstance(default, bool) \
+                and flags[0] not in ("--port", "--timeout", "--retries"):
+            assert f"{default:g}" in row.split("|")[2], f"{flags[0]}: default {default}"

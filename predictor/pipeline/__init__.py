@@ -1,0 +1,11 @@
+"""The model side, in the order an image travels; it knows no protocol and no KServe.
+
+    decode.py       bytes -> checked RGB pixels (format allow-list, size limits, EXIF)
+    images.py       a request's images decoded in parallel, under its pixel budget
+    batcher.py      images from many requests -> batches, deadlines, queue limits
+    engine.py       a batch through the detector on one device (CPU or CUDA)
+    cpu_engine.py   on a CPU: the dense parts (backbone, head) traced and fused
+    bn_fold.py      BatchNorm folded into the convolution before it
+    loader.py       a model folder -> a torchvision detector with its weights
+    detections.py   raw model output -> the detections a request asked for
+"""

@@ -1,0 +1,14 @@
+"""KServe's edge: where a request enters the server, in the order it travels.
+
+    guard.py           ASGI middleware: request id, body limit, gzip, disconnects, catch-all
+    rest_routes.py     V1 predict, V2 infer and metadata over REST, every error as {"error"}
+    grpc_servicer.py   KServe's gRPC servicer with our ModelInfer and ModelMetadata
+    served.py          what both transports share: request-id header, served-model lookup
+    shutdown.py        SIGTERM: not ready, drain REST and gRPC together
+    compat.py          installs all of the above into KServe's ModelServer (every patch)
+
+A KServe upgrade is checked here, in :mod:`predictor.model` (the ``kserve.Model``
+subclass) and in :mod:`predictor.errors` (KServe's error classes); nothing under
+:mod:`predictor.protocol` or :mod:`predictor.pipeline` imports kserve except the generated
+gRPC messages that :mod:`predictor.protocol.grpc_v2` reads.
+"""

@@ -1,0 +1,108 @@
+"""The layout draws the request's path: imports point one way, and none crosses a line.
+
+docs/architecture.md promises these; each rule here is one of its sentences, checked on
+every import statement of every module (function-level imports included).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, relative imports resolved to absolute names."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = _module(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package[:len(package) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _files(*folders: str) -> list[Path]:
+    return sorted(p for f in folders for p in (REPO / f).rglob("*.py")
+                  if "protos" not in p.parts)
+
+
+def _offenders(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
+    bad = []
+    for path in files:
+        for name in sorted(_imports(path)):
+            if any(name == f or name.startswith(f + ".") for f in forbidden):
+                bad.append(f"{path.relative_to(REPO)} imports {name}")
+    return bad
+
+
+def test_the_runtime_imports_no_client_and_no_tool() -> None:
+    assert not _offenders(_files("predictor"), ("client", "bench", "demo"))
+
+
+def test_the_client_imports_no_server_and_no_tool() -> None:
+    assert not _offenders(_files("client"), ("predictor", "bench", "demo", "torch", "kserve"))
+
+
+def test_the_model_side_knows_no_protocol_no_server_and_no_kserve() -> None:
+    assert not _offenders(_files("predictor/pipeline"), (
+        "predictor.protocol", "predictor.server", "predictor.model", "predictor.errors",
+        "predictor.metrics", "kserve", "fastapi", "grpc"))
+
+
+def test_the_wire_knows_no_server_and_no_model_glue() -> None:
+    assert not _offenders(_files("predictor/protocol"), (
+        "predictor.server", "predictor.model", "predictor.errors", "predictor.metrics"))
+
+
+def test_kserve_is_imported_only_where_the_docs_say() -> None:
+    allowed = {"predictor/__main__.py", "predictor/model.py", "predictor/errors.py",
+               "predictor/protocol/grpc_v2.py"}
+    users = {p.relative_to(REPO).as_posix() for p in _files("predictor")
+             if any(n == "kserve" or n.startswith("kserve.") for n in _imports(p))}
+    outside = sorted(u for u in users - allowed if not u.startswith("predictor/server/"))
+    assert not outside, f"kserve imported outside server/, model.py, errors.py: {outside}"
+    # protocol/ reads only KServe's generated gRPC messages, nothing of its server.
+    wire = _imports(REPO / "predictor/protocol/grpc_v2.py")
+    assert {n for n in wire if n.startswith("kserve")} <= {
+        "kserve.protocol.grpc", "kserve.protocol.grpc.grpc_predict_v2_pb2"}
+
+
+def test_the_two_transports_do_not_import_each_other() -> None:
+    rest, grpc = "predictor.server.rest_routes", "predictor.server.grpc_servicer"
+    assert not _offenders([REPO / "predictor/server/grpc_servicer.py"], (rest,))
+    assert not _offenders([REPO / "predictor/server/rest_routes.py"], (grpc,))
+
+
+@pytest.mark.parametrize("folder", ["predictor", "client", "bench", "demo"])
+def test_no_module_is_past_the_size_a_reader_takes_in(folder: str) -> None:
+    long = [f"{p.relative_to(REPO)}: {n} lines" for p in _files(folder)
+            if (n := p.read_text().count("\n")) > 450]
+    assert not long, long
+
+
+def test_the_import_reader_resolves_relative_imports(tmp_path: Path) -> None:
+    # The checks above are only as good as this reader: a relative import two levels up
+    # and a function-level import must both be seen.
+    path = REPO / "predictor" / "pipeline" / "engine.py"
+    names = _imports(path)
+    assert "predictor.config" in names
+    assert "predictor.pipeline.loader" in names
+    assert any(n.startswith("predictor.pipeline.") for n in _imports(REPO / "predictor/errors.py"))
