@@ -138,10 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     metadata = add("metadata", "print the model's metadata (inputs, outputs) as JSON")
     metadata.set_defaults(command=_metadata)
 
-    evaluate = add("evaluate", "score the model against annotated images (mAP)")
+    evaluate = add("evaluate", "score the model against annotated images (mAP, and recall "
+                               "by object size)")
     evaluate.add_argument("images", help="folder of images")
     evaluate.add_argument("annotations", help="annotation file for those images")
     _add_detect_options(evaluate, default_threshold=0.05)
+    evaluate.add_argument("--recall-threshold", type=float, default=0.5, metavar="S",
+                          help="score a detection needs to count in the recall by size "
+                               "(default: %(default)s, the server's default threshold)")
+    evaluate.add_argument("--view", type=positive, default=320, metavar="PX",
+                          help="size bands measure an object's larger side with the picture "
+                               "resized to PX x PX, as a 320 px SSD sees it "
+                               "(default: %(default)s)")
     evaluate.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     evaluate.set_defaults(command=_evaluate)
 
@@ -282,6 +290,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CommandUnavailable(f"the evaluate command is not available: {exc}") from None
     options = _detect_kwargs(args)
+    if args.recall_threshold < args.score_threshold:
+        raise ConfigError(f"--recall-threshold {args.recall_threshold} is below "
+                          f"--score-threshold {args.score_threshold}: detections between the "
+                          f"two are never fetched")
     with _client(args) as client:
         def detect_fn(paths: Sequence[Any]) -> list[list[tuple[Any, float, int]]]:
             return [[(d.box, d.score, d.label_id) for d in result.detections]
@@ -289,7 +301,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         try:
             report = evaluation.run(detect_fn, args.images, args.annotations,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress,
+                                    recall_threshold=args.recall_threshold, view=args.view)
         except (FileNotFoundError, ValueError) as exc:
             if isinstance(exc, ClientError):
                 raise

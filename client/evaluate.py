@@ -1,4 +1,5 @@
-"""Detection accuracy: COCO mAP@0.5 and mAP@0.5:0.95 of a served model on a labelled folder.
+"""Detection accuracy: COCO mAP@0.5 and mAP@0.5:0.95 of a served model on a labelled folder,
+and recall by object size at the score a user sees (:mod:`client._bands`).
 
 The numbers are computed by ``pycocotools``, the COCO project's own evaluation (optional
 extra ``kserve-detector[eval]``: it needs only numpy, so the client stays light and
@@ -24,6 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._bands import BandRecall, SizeRecall, recall_by_size
+
+__all__ = ["BandRecall", "ClassResult", "Report", "SizeRecall", "evaluate_detections",
+           "image_sizes", "load_coco", "recall_by_size", "require_pycocotools", "run"]
 
 Box = Sequence[float]
 """``[x1, y1, x2, y2]`` in pixels."""
@@ -68,6 +74,8 @@ class Report:
         map: Mean AP@0.5:0.95 over those classes.
         num_images: Images evaluated.
         ignored_labels: Label ids predicted that have no ground truth anywhere.
+        sizes: Recall by size band and false detections at one score threshold (None
+            when the image sizes were not given).
     """
 
     classes: tuple[ClassResult, ...]
@@ -75,6 +83,7 @@ class Report:
     map: float
     num_images: int
     ignored_labels: tuple[int, ...] = field(default=())
+    sizes: SizeRecall | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form."""
@@ -95,6 +104,7 @@ class Report:
                 for c in self.classes
             ],
             "ignored_labels": list(self.ignored_labels),
+            "recall_by_size": None if self.sizes is None else self.sizes.to_dict(),
         }
 
     def format(self) -> str:
@@ -117,6 +127,8 @@ class Report:
             f"{'mean':<{width}}  {self.map50:6.3f}  {self.map:9.3f}  {'':>6}  {gt:5d}  {det:5d}"
         )
         rows.append(f"{self.num_images} images")
+        if self.sizes is not None:
+            rows.extend(["", self.sizes.format()])
         return "\n".join(rows)
 
 
@@ -160,6 +172,9 @@ def evaluate_detections(
     predictions: Predictions,
     class_names: Mapping[int, str] | None = None,
     max_detections: int = 100,
+    sizes: Sequence[tuple[float, float]] | None = None,
+    recall_threshold: float = 0.5,
+    view: int = 320,
 ) -> Report:
     """Score predictions against ground truth, image by image (same order, same length).
 
@@ -168,9 +183,13 @@ def evaluate_detections(
         predictions: Per image, ``(box, score, label_id)`` triples.
         class_names: Names for label ids (default: the id as text).
         max_detections: Highest-scoring detections counted per image and class.
+        sizes: Per image, ``(width, height)``: given, the report has recall by size
+            band (:func:`recall_by_size`).
+        recall_threshold: The score a detection needs to count in the size bands.
+        view: Side of the square view the size bands' larger side is measured in.
 
     Raises:
-        ValueError: The two sequences differ in length.
+        ValueError: The sequences differ in length.
         ImportError: pycocotools is not installed.
     """
     require_pycocotools()
@@ -214,8 +233,10 @@ def evaluate_detections(
             num_detections=sum(_counted(p, label, max_detections) for p in predictions)))
     map50 = float(np.mean([c.ap50 for c in per_class])) if per_class else float("nan")
     map_ = float(np.mean([c.ap for c in per_class])) if per_class else float("nan")
+    by_size = None if sizes is None else recall_by_size(ground_truth, predictions, sizes,
+                                                        recall_threshold, view)
     return Report(tuple(per_class), map50, map_, len(ground_truth),
-                  tuple(sorted(pred_labels - set(gt_labels))))
+                  tuple(sorted(pred_labels - set(gt_labels))), by_size)
 
 
 def load_coco(
@@ -236,12 +257,30 @@ def load_coco(
     return paths, truth, names
 
 
+def image_sizes(annotations_path: Path, paths: Sequence[Path]) -> list[tuple[float, float]]:
+    """Each image's ``(width, height)``: from the COCO file, else from the image's header."""
+    data = json.loads(Path(annotations_path).read_text())
+    by_id = sorted(data["images"], key=lambda im: im["id"])
+    sizes: list[tuple[float, float]] = []
+    for image, path in zip(by_id, paths, strict=True):
+        if image.get("width") and image.get("height"):
+            sizes.append((float(image["width"]), float(image["height"])))
+            continue
+        from PIL import Image
+
+        with Image.open(path) as picture:  # reads the header only
+            sizes.append((float(picture.width), float(picture.height)))
+    return sizes
+
+
 def run(
     detect_fn: DetectFn,
     images_dir: Path,
     annotations_path: Path,
     progress: bool = True,
     batch_size: int = 8,
+    recall_threshold: float = 0.5,
+    view: int = 320,
 ) -> Report:
     """Run ``detect_fn`` over a labelled folder and score it.
 
@@ -252,6 +291,10 @@ def run(
         annotations_path: COCO ``annotations.json``.
         progress: Show a progress bar.
         batch_size: Images passed to one ``detect_fn`` call.
+        recall_threshold: The score a detection needs to count in the recall by size
+            (the server's default ``score_threshold`` is 0.5); mAP counts every score
+            ``detect_fn`` returns.
+        view: Side of the square view the size bands' larger side is measured in.
     """
     from tqdm import tqdm
 
@@ -266,4 +309,6 @@ def run(
                 raise ValueError(f"detect_fn returned {len(out)} results for {len(chunk)} images")
             predictions.extend(out)
             bar.update(len(chunk))
-    return evaluate_detections(truth, predictions, names)
+    sizes = image_sizes(annotations_path, paths)  # after detect_fn has read every image
+    return evaluate_detections(truth, predictions, names, sizes=sizes,
+                               recall_threshold=recall_threshold, view=view)

@@ -32,6 +32,8 @@ CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star")
 DEFAULT_SIZE = 320
 MIN_OBJECT = 28
 MAX_OBJECT = 120
+SMALL_OBJECT = 48
+"""Upper end of the small band (28-48 px in a 320 px view), where SSDlite's anchors thin out."""
 # A new shape may hide at most this share of an earlier one (and be hidden by as much),
 # so every object stays recognisable while overlaps still happen.
 _MAX_HIDDEN = 0.2
@@ -176,6 +178,7 @@ def make_scene(
     size: int | tuple[int, int] = DEFAULT_SIZE,
     min_objects: int = 1,
     max_objects: int = 4,
+    small_share: float = 0.0,
 ) -> Scene:
     """Render one picture and its exact ground truth (see :class:`Scene`).
 
@@ -184,6 +187,9 @@ def make_scene(
         size: Side of a square picture, or ``(width, height)``.
         min_objects: Fewest shapes drawn.
         max_objects: Most shapes drawn.
+        small_share: Chance that a shape's extent is drawn from the small band
+            ``[28, 48]`` instead of ``[28, 120]`` (training more on small shapes). At 0 the
+            random stream, and so every picture of a seed, is the same as without it.
 
     Object extents are drawn in ``[28, 120]`` pixels, scaled by the picture's geometric
     mean side over 320 so that shapes keep their size once a 320 px model resizes it.
@@ -200,7 +206,10 @@ def make_scene(
     for _ in range(wanted):
         label = int(rng.integers(1, len(CLASSES) + 1))
         for _try in range(_PLACEMENT_TRIES):
-            extent = rng.uniform(MIN_OBJECT, MAX_OBJECT) * scale
+            high = MAX_OBJECT
+            if small_share > 0 and rng.uniform() < small_share:
+                high = SMALL_OBJECT
+            extent = rng.uniform(MIN_OBJECT, high) * scale
             mask = _shape_mask(label, extent, w, h, rng)
             if mask is None:
                 continue
@@ -242,12 +251,13 @@ def make_sample(
     size: int | tuple[int, int] = DEFAULT_SIZE,
     min_objects: int = 1,
     max_objects: int = 4,
+    small_share: float = 0.0,
 ) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     """Render one picture: ``(image, boxes N x 4 float32 xyxy, labels N int64)``.
 
     Same arguments as :func:`make_scene`.
     """
-    scene = make_scene(seed, size, min_objects, max_objects)
+    scene = make_scene(seed, size, min_objects, max_objects, small_share)
     return scene.image, scene.boxes, scene.labels
 
 

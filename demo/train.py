@@ -30,6 +30,7 @@ from torch import nn
 from torchvision.models import detection
 from tqdm import tqdm
 
+from predictor.pipeline.default_boxes import apply_anchors
 from predictor.pipeline.loader import save_model_folder
 
 from .synthetic import CLASSES, make_sample, sample_size
@@ -48,27 +49,41 @@ MODEL_KWARGS: dict[str, Any] = {
     "topk_candidates": 300,
 }
 CHECKPOINT = "checkpoint.pt"
+# The builder spreads its default boxes from 0.2 to 0.95 of the input side; only the low
+# end moves (--anchor-min-ratio), the largest boxes stay as they are.
+MAX_RATIO = 0.95
 
 
-def build_model(model_kwargs: dict[str, Any] | None = None) -> nn.Module:
+def anchors_for(min_ratio: float | None) -> dict[str, Any] | None:
+    """config.json's ``anchors`` for ``--anchor-min-ratio`` (None: the builder's own)."""
+    return None if min_ratio is None else {"min_ratio": min_ratio, "max_ratio": MAX_RATIO}
+
+
+def build_model(
+    model_kwargs: dict[str, Any] | None = None, anchors: dict[str, Any] | None = None
+) -> nn.Module:
     """Build the untrained demo architecture exactly as the server rebuilds it."""
     builder = getattr(detection, ARCHITECTURE)
     kwargs = MODEL_KWARGS if model_kwargs is None else model_kwargs
     model: nn.Module = builder(
         weights=None, weights_backbone=None, num_classes=NUM_CLASSES, **kwargs
     )
+    if anchors is not None:
+        apply_anchors(model, anchors)
     return model
 
 
 def make_batch(
-    seed: int, step: int, batch_size: int, mixed_fraction: float
+    seed: int, step: int, batch_size: int, mixed_fraction: float, small_share: float = 0.0
 ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     """Draw training batch ``step``: float images in 0..1 and their targets."""
     images: list[torch.Tensor] = []
     targets: list[dict[str, torch.Tensor]] = []
     for j in range(batch_size):
         rng = np.random.default_rng([seed, step, j])
-        image, boxes, labels = make_sample(rng, sample_size(rng, mixed_fraction))
+        image, boxes, labels = make_sample(
+            rng, sample_size(rng, mixed_fraction), small_share=small_share
+        )
         array = np.array(image, dtype=np.uint8)  # a writable copy for torch
         images.append(torch.from_numpy(array).permute(2, 0, 1).float().div_(255))
         targets.append({"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)})
@@ -78,18 +93,21 @@ def make_batch(
 class _Batches(torch.utils.data.Dataset[Any]):
     """Batch ``k`` of the stream; a worker process draws the next while the model trains."""
 
-    def __init__(self, seed: int, batch_size: int, mixed_fraction: float) -> None:
+    def __init__(self, seed: int, batch_size: int, mixed_fraction: float,
+                 small_share: float) -> None:
         self.seed, self.batch_size, self.mixed_fraction = seed, batch_size, mixed_fraction
+        self.small_share = small_share
 
     def __getitem__(self, step: int) -> Any:
-        return make_batch(self.seed, step, self.batch_size, self.mixed_fraction)
+        return make_batch(self.seed, step, self.batch_size, self.mixed_fraction,
+                          self.small_share)
 
     def __len__(self) -> int:  # pragma: no cover - indexed through a sampler only
         raise TypeError("unbounded stream")
 
 
 def _batches(args: argparse.Namespace, start: int) -> Iterator[Any]:
-    data = _Batches(args.seed, args.batch_size, args.mixed_sizes)
+    data = _Batches(args.seed, args.batch_size, args.mixed_sizes, args.small_objects)
     if args.workers == 0:
         return (data[k] for k in range(start, args.steps))
     loader = torch.utils.data.DataLoader(
@@ -103,10 +121,12 @@ def _batches(args: argparse.Namespace, start: int) -> Iterator[Any]:
     return iter(loader)
 
 
-def save_model_dir(model: nn.Module, out: Path, model_kwargs: dict[str, Any], half: bool) -> Path:
+def save_model_dir(model: nn.Module, out: Path, model_kwargs: dict[str, Any], half: bool,
+                   anchors: dict[str, Any] | None = None) -> Path:
     """Writes the trained detector into ``out`` in the served layout (fp16 when ``half``)."""
     return save_model_folder(out, model.state_dict(), ARCHITECTURE,
-                             ("__background__", *CLASSES), half=half, model_kwargs=model_kwargs)
+                             ("__background__", *CLASSES), half=half, model_kwargs=model_kwargs,
+                             anchors=anchors)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -135,7 +155,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    model = build_model()
+    anchors = anchors_for(args.anchor_min_ratio)
+    model = build_model(anchors=anchors)
     model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
     schedule = _one_cycle(optimiser, args, args.steps)
@@ -143,6 +164,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     ckpt_path = out / CHECKPOINT
     if args.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state.get("anchors") != anchors:
+            raise SystemExit(f"{ckpt_path} was trained with anchors {state.get('anchors')}; "
+                             f"resume with the same --anchor-min-ratio (got {anchors})")
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         if state["steps"] == args.steps:
@@ -195,10 +219,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                     "step": step,
                     "steps": args.steps,
                     "elapsed": wall,
+                    "anchors": anchors,
                     "args": {k: str(v) for k, v in vars(args).items()},
                 },
             )
-            save_model_dir(model, out, MODEL_KWARGS, half=not args.fp32)
+            save_model_dir(model, out, MODEL_KWARGS, half=not args.fp32, anchors=anchors)
             log.info("step %d/%d loss %.4f wall %.0fs", step, args.steps, smooth, wall)
     bar.close()
     wall = elapsed + time.monotonic() - began
@@ -231,6 +256,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.3,
         help="share of pictures with random sides in 256..480 px",
     )
+    p.add_argument(
+        "--small-objects",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="chance that a shape is drawn 28..48 px instead of 28..120 px",
+    )
+    p.add_argument(
+        "--anchor-min-ratio",
+        type=float,
+        default=None,
+        metavar="RATIO",
+        help="smallest default box as a share of the 320 px input (builder's: 0.2)",
+    )
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -245,6 +284,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1 or args.checkpoint_every < 1:
         p.error("--steps, --batch-size and --checkpoint-every must be >= 1")
+    if not 0.0 <= args.small_objects <= 1.0:
+        p.error("--small-objects must be between 0 and 1")
+    if args.anchor_min_ratio is not None and not 0.0 < args.anchor_min_ratio < MAX_RATIO:
+        p.error(f"--anchor-min-ratio must be above 0 and below {MAX_RATIO}")
     return args
 
 

@@ -11,5 +11,6 @@
     torchscript.py  the former traced, oneDNN-fused path (--cpu_engine torchscript)
     bn_fold.py      BatchNorm folded into the convolution before it
     loader.py       a model folder -> a torchvision detector with its weights
+    default_boxes.py  SSD/SSDlite default-box sizes from config.json
     detections.py   raw model output -> the detections a request asked for
 """

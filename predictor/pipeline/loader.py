@@ -20,6 +20,7 @@ import torch
 import torchvision
 
 from ..config import DEMO_MODEL_DIR, ModelConfig
+from .default_boxes import AnchorError, apply_anchors
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
 def save_model_folder(folder: Path, state: Mapping[str, torch.Tensor], architecture: str,
                       labels: Sequence[str], *, fmt: str = "safetensors", half: bool = False,
                       model_kwargs: Mapping[str, Any] | None = None,
+                      anchors: Mapping[str, Any] | None = None,
                       version: str | None = None) -> Path:
     """Writes the layout :func:`load_model` reads: weights, ``config.json``, ``labels.txt``.
 
@@ -81,6 +83,8 @@ def save_model_folder(folder: Path, state: Mapping[str, torch.Tensor], architect
         half: Store floating tensors as float16 (half the file) where they stay finite;
             ``load_state_dict`` casts back on copy.
         model_kwargs: Extra builder arguments (``config.json``'s ``model_kwargs``).
+        anchors: SSD default-box sizes the builder does not take (``config.json``'s
+            ``anchors``, see :mod:`predictor.pipeline.default_boxes`).
         version: The model version to announce; by default a digest of the weights.
     """
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,6 +111,8 @@ def save_model_folder(folder: Path, state: Mapping[str, torch.Tensor], architect
                               "weights": weights.name}
     if model_kwargs:
         config["model_kwargs"] = dict(model_kwargs)
+    if anchors:
+        config["anchors"] = dict(anchors)
     if version is not None:
         config["version"] = version
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -322,6 +328,11 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
                         f"{num_classes} (including the background)")
     module = _build(str(architecture), _builder_kwargs(str(architecture), cfg, config,
                                                        num_classes), None)
+    if "anchors" in config:
+        try:
+            apply_anchors(module, config["anchors"])
+        except AnchorError as exc:
+            raise LoadError(f"{model_dir / 'config.json'}: {exc}") from exc
     state = _state_dict(weights_path)
     try:
         module.load_state_dict(state, strict=True)

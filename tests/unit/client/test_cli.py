@@ -206,9 +206,10 @@ def test_evaluate_hands_a_detect_function_to_client_evaluate(
         def to_dict(self) -> dict[str, float]:
             return {"map50": 0.123}
 
-    def fake_run(detect_fn: Any, images_dir: str, annotations: str, progress: bool) -> Report:
+    def fake_run(detect_fn: Any, images_dir: str, annotations: str, progress: bool,
+                 recall_threshold: float, view: int) -> Report:
         paths = sorted(Path(images_dir).glob("*.png"))
-        calls.append((detect_fn(paths), annotations, progress))
+        calls.append((detect_fn(paths), annotations, progress, recall_threshold, view))
         return Report()
 
     monkeypatch.setitem(sys.modules, "client.evaluate",
@@ -219,11 +220,19 @@ def test_evaluate_hands_a_detect_function_to_client_evaluate(
     assert code == 0
     assert out.strip() == "mAP@0.5: 0.123"
     assert json.loads(report.read_text()) == {"map50": 0.123}
-    per_image, annotations, progress = calls[0]
+    per_image, annotations, progress, recall_threshold, view = calls[0]
     assert (annotations, progress) == ("ann.json", False)
+    assert (recall_threshold, view) == (0.5, 320)  # the server's default score, SSDlite's view
     assert len(per_image) == 3
     box, score, label_id = per_image[0][0]
     assert (tuple(box), score, label_id) == ((1.0, 1.0, 31.0, 23.0), 0.875, 1)
+
+
+def test_evaluate_refuses_a_recall_threshold_below_the_scores_it_fetches(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "evaluate", "imgs", "ann.json", "--score-threshold", "0.6")
+    assert code == 2
+    assert "--recall-threshold 0.5 is below --score-threshold 0.6" in err
 
 
 def test_evaluate_without_pycocotools_says_how_to_install_it_before_any_request(

@@ -69,6 +69,21 @@ def test_objects_are_sized_and_all_classes_appear():
     assert seen == {1, 2, 3, 4}
 
 
+def test_small_share_draws_more_small_shapes_and_zero_changes_nothing():
+    def sides(small_share: float) -> np.ndarray:
+        out = []
+        for seed in range(40):
+            _, boxes, _ = make_sample(seed, small_share=small_share)
+            out.append(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+        return np.concatenate(out)
+
+    plain, same = make_sample(7), make_sample(7, small_share=0.0)
+    assert np.array_equal(np.asarray(plain[0]), np.asarray(same[0]))  # held-out sets keep
+    assert np.array_equal(plain[1], same[1])  # their pixels and boxes
+    small = np.mean(sides(0.0) < 48), np.mean(sides(0.6) < 48)
+    assert small[1] > small[0] + 0.25, small
+
+
 def test_shapes_stay_mostly_visible():
     for seed in range(40):
         scene = make_scene(seed)

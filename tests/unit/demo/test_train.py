@@ -9,27 +9,18 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from torchvision.models import detection
 
 from client.evaluate import run as evaluate_run
 from demo import synthetic, train
+from predictor.config import ModelConfig
+from predictor.pipeline.loader import load_model
 
 DEMO_MODEL = Path(__file__).resolve().parents[3] / "predictor" / "demo" / "model"
 
 
 def rebuild(model_dir: Path) -> torch.nn.Module:
-    """Rebuild a model as the server does: builder from config.json, strict weights."""
-    config = json.loads((model_dir / "config.json").read_text())
-    builder = getattr(detection, config["architecture"])
-    model = builder(
-        weights=None,
-        weights_backbone=None,
-        num_classes=config["num_classes"],
-        **config.get("model_kwargs", {}),
-    )
-    state = load_file(str(model_dir / config["weights"]))
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    """Rebuild a model as the server does: the loader reads config.json, strict weights."""
+    return load_model(ModelConfig(model_dir=str(model_dir), device="cpu")).module.eval()
 
 
 def _tiny_run(out: Path, *extra: str) -> dict:
@@ -77,6 +68,22 @@ def test_few_steps_write_a_loadable_model_dir(tmp_path: Path):
         out = model([torch.rand(3, 240, 300)])[0]
     assert set(out) == {"boxes", "scores", "labels"}
     assert len(out["boxes"]) <= config["model_kwargs"]["detections_per_img"]
+
+
+def test_anchor_min_ratio_is_written_for_the_server(tmp_path: Path):
+    _tiny_run(tmp_path, "--anchor-min-ratio", "0.1", "--small-objects", "0.5")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["anchors"] == {"min_ratio": 0.1, "max_ratio": 0.95}
+    assert rebuild(tmp_path).anchor_generator.scales[0] == pytest.approx(0.1)
+    with pytest.raises(SystemExit, match="trained with anchors"):
+        _tiny_run(tmp_path, "--steps", "3", "--resume")  # the builder's anchors now
+
+
+@pytest.mark.parametrize("flags", [["--small-objects", "1.5"], ["--anchor-min-ratio", "0.95"]])
+def test_bad_training_flags_are_refused(flags: list[str], capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", "x", *flags])
+    assert "must be" in capsys.readouterr().err
 
 
 @pytest.mark.slow
