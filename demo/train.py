@@ -259,16 +259,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--small-objects",
         type=float,
-        default=0.0,
+        default=0.3,
         metavar="SHARE",
-        help="chance that a shape is drawn 28..48 px instead of 28..120 px",
+        help="chance that a shape is drawn 28..48 px instead of 28..120 px (0: never)",
     )
     p.add_argument(
         "--anchor-min-ratio",
         type=float,
-        default=None,
+        default=0.1,
         metavar="RATIO",
-        help="smallest default box as a share of the 320 px input (builder's: 0.2)",
+        help="smallest default box as a share of the 320 px input (0: the builder's, 0.2)",
     )
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
@@ -286,8 +286,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--steps, --batch-size and --checkpoint-every must be >= 1")
     if not 0.0 <= args.small_objects <= 1.0:
         p.error("--small-objects must be between 0 and 1")
-    if args.anchor_min_ratio is not None and not 0.0 < args.anchor_min_ratio < MAX_RATIO:
-        p.error(f"--anchor-min-ratio must be above 0 and below {MAX_RATIO}")
+    if not 0.0 <= args.anchor_min_ratio < MAX_RATIO:
+        p.error(f"--anchor-min-ratio must be 0 (the builder's) or below {MAX_RATIO}")
+    if args.anchor_min_ratio == 0.0:
+        args.anchor_min_ratio = None
     return args
 
 

@@ -76,10 +76,11 @@ def test_anchor_min_ratio_is_written_for_the_server(tmp_path: Path):
     assert config["anchors"] == {"min_ratio": 0.1, "max_ratio": 0.95}
     assert rebuild(tmp_path).anchor_generator.scales[0] == pytest.approx(0.1)
     with pytest.raises(SystemExit, match="trained with anchors"):
-        _tiny_run(tmp_path, "--steps", "3", "--resume")  # the builder's anchors now
+        _tiny_run(tmp_path, "--steps", "3", "--resume", "--anchor-min-ratio", "0")
 
 
-@pytest.mark.parametrize("flags", [["--small-objects", "1.5"], ["--anchor-min-ratio", "0.95"]])
+@pytest.mark.parametrize("flags", [["--small-objects", "1.5"], ["--anchor-min-ratio", "0.95"],
+                                   ["--anchor-min-ratio", "-0.1"]])
 def test_bad_training_flags_are_refused(flags: list[str], capsys: pytest.CaptureFixture[str]):
     with pytest.raises(SystemExit):
         train.parse_args(["--out", "x", *flags])
