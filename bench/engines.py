@@ -1,6 +1,6 @@
 """The CPU engines side by side in one run: the bare engine per image, and a server each.
 
-For each engine (eager, the former TorchScript path, OpenVINO fp32 / bf16 / int8 / auto):
+For each engine (eager, OpenVINO fp32 / bf16 / int8 / auto):
 
 - **bare engine**: in this process, one picture at a time through the server's own
   decode (draft decoding included) and :class:`predictor.pipeline.engine.Engine`, one
@@ -35,13 +35,12 @@ log = logging.getLogger(__name__)
 
 ENGINE_FLAGS: dict[str, list[str]] = {
     "eager": ["--no_cpu_accel"],
-    "torchscript": ["--cpu_engine", "torchscript"],
     "openvino-fp32": ["--cpu_precision", "fp32"],
     "openvino-bf16": ["--cpu_precision", "bf16"],
     "openvino-int8": ["--cpu_precision", "int8"],  # + --calibration_dir
     "openvino": [],  # the default: auto precision
 }
-DEFAULT_ENGINES = ("torchscript", "openvino-fp32", "openvino")
+DEFAULT_ENGINES = ("eager", "openvino-fp32", "openvino")
 
 
 @dataclass

@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = p.add_argument_group("engines (CPU)")
     e.add_argument("--engines", default=",".join(engines.DEFAULT_ENGINES),
                    help="CPU engines compared side by side after the main table, e.g. "
-                        "torchscript,openvino-fp32,openvino-bf16,openvino-int8,openvino,eager; "
+                        "eager,openvino-fp32,openvino-bf16,openvino-int8,openvino; "
                         "'none' to skip (default %(default)s)")
     e.add_argument("--engine-rounds", type=int, default=3,
                    help="interleaved rounds of the engines table (default 3)")

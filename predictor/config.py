@@ -117,10 +117,6 @@ class ModelConfig:
         True, "run the model eager on a CPU (by default its backbone and head run on the CPU "
         "engine, checked against eager at load)", name="--no_cpu_accel",
         action="store_false")
-    cpu_engine: str = flag(
-        "openvino", "the CPU engine: openvino (backbone and head exported with torch.export "
-        "and run by OpenVINO) or torchscript (the former traced, oneDNN-fused path, kept "
-        "for comparison until it is removed)", choices=("openvino", "torchscript"))
     cpu_precision: str = flag(
         "auto", "precision of the CPU engine; auto: bf16 (or fp16) where the CPU computes it "
         "natively and the load-time check passes, else fp32; int8 needs --calibration_dir",

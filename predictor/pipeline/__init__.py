@@ -8,7 +8,6 @@
     ov_graph.py     torch.export -> OpenVINO graph, compiled per shape, run per image
     precision.py    fp32 / bf16 / fp16 / int8: what the CPU has, the load-time check
     anchors.py      anchors computed once per input shape
-    torchscript.py  the former traced, oneDNN-fused path (--cpu_engine torchscript)
     bn_fold.py      BatchNorm folded into the convolution before it
     loader.py       a model folder -> a torchvision detector with its weights
     default_boxes.py  SSD/SSDlite default-box sizes from config.json

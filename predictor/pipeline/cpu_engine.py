@@ -7,9 +7,9 @@ cannot take the path away, and no C++ compiler is needed (OpenVINO brings its ke
 so it works in the runtime image.
 
 Measured on the demo detector's backbone + head (one thread, batch 1, 320x320,
-interleaved rounds, busy 2-core machine, so relative): OpenVINO fp32 1.1x the TorchScript
-path it replaces, bf16 1.8x; the graph exported with ``torch.export`` and given static
-shapes runs as fast as the one from the legacy ONNX exporter (docs/speed.md).
+interleaved rounds, busy 2-core machine, so relative): OpenVINO fp32 1.1x the traced
+TorchScript path it replaced, bf16 1.8x; the graph exported with ``torch.export`` and
+given static shapes runs as fast as the one from the legacy ONNX exporter (docs/speed.md).
 """
 
 from __future__ import annotations

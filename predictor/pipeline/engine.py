@@ -125,20 +125,13 @@ class Engine:
     def _accelerate(self, module: torch.nn.Module, architecture: str) -> None:
         start = time.perf_counter()
         sample = [_to_chw_float(_warmup_image((480, 640)), self.device)]
-        if self.cfg.cpu_engine == "torchscript":
-            from . import torchscript
+        from . import cpu_engine
 
-            summary = torchscript.accelerate(module, architecture, sample,
-                                             self.cfg.cache_dir).summary()
-        else:
-            from . import cpu_engine
-
-            options = cpu_engine.Options(
-                precision=self.cfg.cpu_precision, threads=torch.get_num_threads(),
-                workers=self.workers, cache_dir=self.cfg.cache_dir or None,
-                check_dir=self.cfg.calibration_dir,
-                example=str(DEMO_MODEL_DIR / "example.jpg"))
-            summary = cpu_engine.accelerate(module, architecture, sample, options).summary()
+        options = cpu_engine.Options(
+            precision=self.cfg.cpu_precision, threads=torch.get_num_threads(),
+            workers=self.workers, cache_dir=self.cfg.cache_dir or None,
+            check_dir=self.cfg.calibration_dir, example=str(DEMO_MODEL_DIR / "example.jpg"))
+        summary = cpu_engine.accelerate(module, architecture, sample, options).summary()
         self.engine_report = summary
         log.info("CPU path: %s (%.1f s)", summary, time.perf_counter() - start)
 

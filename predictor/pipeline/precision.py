@@ -9,7 +9,7 @@ kept only when the detections it gives agree with eager fp32 on the check pictur
 refused, with a log line, when its check fails.
 
 Measured on the demo detector (backbone + head, one thread, batch 1, interleaved rounds
-on a busy 2-core machine: relative figures): fp32 1.1x today's TorchScript path, bf16
+on a busy 2-core machine: relative figures): fp32 1.1x the former TorchScript path, bf16
 1.8x, int8 1.45x.
 """
 
