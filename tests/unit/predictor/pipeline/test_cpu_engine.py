@@ -280,6 +280,18 @@ def test_precision_follows_what_the_cpu_has() -> None:
     assert "no native bf16" in why
 
 
+def _same_boxes(want: torch.Tensor, got: torch.Tensor, tol: float = 1e-3) -> bool:
+    """The same boxes, in any order: random weights give near-tied scores, whose order
+    (and so the boxes' order) a last-bit difference may swap."""
+    if want.shape != got.shape:
+        return False
+    if not want.numel():
+        return True
+    scale = max(1.0, float(want.abs().max()))
+    far = torch.cdist(want, got, p=float("inf")) / scale
+    return bool((far.min(dim=1).values <= tol).all() and (far.min(dim=0).values <= tol).all())
+
+
 def _small_kwargs(arch: str) -> dict[str, Any]:
     if arch.startswith("ssd"):
         return {}  # fixed input sizes (300 and 320)
@@ -319,7 +331,7 @@ def test_every_torchvision_detector_runs_on_the_engine(arch: str) -> None:
             want, got = eager(images), model(images)
         want = want[1] if isinstance(want, tuple) else want
         got = got[1] if isinstance(got, tuple) else got
-        assert ov_graph.max_error(want[0]["boxes"], got[0]["boxes"]) <= 1e-3, (h, w)
+        assert _same_boxes(want[0]["boxes"], got[0]["boxes"]), (h, w)
     if not report.static:
         shapes = model.backbone.graphs
         assert isinstance(shapes, ov_graph.Shapes)
