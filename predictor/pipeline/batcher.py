@@ -2,8 +2,9 @@
 
 Items from any number of concurrent requests wait in one bounded queue. Each of
 ``workers`` workers (one by default) takes up to ``max_batch_size`` of them, waiting at
-most ``max_delay_s`` for a batch to fill, and runs them with ``run_batch`` in a thread
-of its own. When a batch
+most ``max_delay_s`` for a batch to fill (only while every other worker is busy: with one
+idle, waiting would add latency and nothing else), and runs them with ``run_batch`` in a
+thread of its own. When a batch
 fails it is split in halves and retried, so one bad item (or a batch too big for the
 device) fails only the items that cannot succeed. Knows no torch and no KServe.
 """
@@ -103,6 +104,7 @@ class Batcher(Generic[T, R]):
                                             thread_name_prefix="inference")
         self._accepting = True
         self._in_flight = 0
+        self._batches_running = 0
         self._running: set[_Item[T]] = set()  # items the worker threads are running now
         self._batch_seconds = 0.0  # moving average, for Retry-After
 
@@ -209,7 +211,9 @@ class Batcher(Generic[T, R]):
         while not self._queue:
             self._wakeup.clear()
             await self._wakeup.wait()
-        end = time.monotonic() + self.max_delay_s
+        # Wait for a fuller batch only when no other worker could take the next items.
+        delay = self.max_delay_s if self._batches_running >= self.workers - 1 else 0.0
+        end = time.monotonic() + delay
         while len(self._queue) < self.max_batch_size:
             left = end - time.monotonic()
             if left <= 0:
@@ -280,6 +284,7 @@ class Batcher(Generic[T, R]):
             if not batch:
                 continue
             self._in_flight += len(batch)
+            self._batches_running += 1
             self._running.update(batch)
             started = time.monotonic()
             try:
@@ -290,6 +295,7 @@ class Batcher(Generic[T, R]):
                 results = [exc] * len(batch)
             finally:
                 self._in_flight -= len(batch)
+                self._batches_running -= 1
                 self._running.difference_update(batch)
             elapsed = time.monotonic() - started
             self._batch_seconds = elapsed if not self._batch_seconds else (

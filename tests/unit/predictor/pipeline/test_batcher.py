@@ -72,6 +72,44 @@ def test_a_full_batch_does_not_wait_for_the_delay():
     assert run(main()) < 2.0
 
 
+def test_a_lone_request_does_not_wait_while_another_worker_is_idle():
+    # Two workers, both idle: waiting 5 s for a fuller batch would only add latency.
+    rec = Recorder()
+
+    async def main() -> float:
+        b = Batcher(rec, max_batch_size=8, max_delay_s=5.0, workers=2)
+        start = time.perf_counter()
+        await b.submit(["only"])
+        elapsed = time.perf_counter() - start
+        await b.stop()
+        return elapsed
+
+    assert run(main()) < 2.0
+    assert rec.batches == [["only"]]
+
+
+def test_the_last_idle_worker_still_waits_for_a_batch_to_fill():
+    # One of two workers is busy: the other waits up to the delay and takes a full batch.
+    rec = Recorder()
+
+    async def main() -> list[list[Any]]:
+        b = Batcher(rec, max_batch_size=3, max_delay_s=5.0, workers=2)
+        rec.hold()
+        first = asyncio.ensure_future(b.submit(["busy"]))
+        await rec.wait_entered()  # worker 1 is running "busy" and stays there
+        later = [asyncio.ensure_future(b.submit([x])) for x in ("a", "b")]
+        await asyncio.sleep(0.3)
+        assert not any(f.done() for f in later)  # worker 2 waits: its batch is not full
+        later.append(asyncio.ensure_future(b.submit(["c"])))  # now it is
+        rec.gate.set()
+        await asyncio.gather(first, *later)
+        await b.stop()
+        return rec.batches
+
+    batches = run(main())
+    assert sorted(map(sorted, batches)) == [["a", "b", "c"], ["busy"]]
+
+
 def test_empty_submit_returns_nothing():
     rec = Recorder()
 
