@@ -57,9 +57,11 @@ def grpc_request(images: list[bytes]) -> Any:
 def test_sigterm_finishes_in_flight_requests_and_exits_0(
         tmp_path: Path, random_model_dir: Path) -> None:
     # A long batching window keeps the requests queued for seconds whatever the CPU's
-    # speed, so SIGTERM surely lands while they are in flight.
+    # speed, so SIGTERM surely lands while they are in flight. One worker: with an idle
+    # second one the batcher would not wait for the window.
     server = start_server(tmp_path, random_model_dir, "--grace_period", str(GRACE_S),
-                          "--max_batch_size", "64", "--max_batch_delay_ms", "3000")
+                          "--max_batch_size", "64", "--max_batch_delay_ms", "3000",
+                          "--inference_workers", "1")
     try:
         rest_answers: dict[int, httpx.Response | Exception] = {}
         grpc_answers: dict[int, Any] = {}
