@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +68,6 @@ def start(module: str, args: Sequence[str], log_dir: Path, *, model_name: str = 
     the log's tail when the process exits or does not get ready in
     ``timeout`` seconds.
     """
-    import httpx
-
     http_port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", module, "--model_name", model_name,
                "--http_port", str(http_port), "--grpc_port", str(grpc_port), *args]
@@ -80,16 +78,32 @@ def start(module: str, args: Sequence[str], log_dir: Path, *, model_name: str = 
         proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 env=full_env)
     server = ServerProcess(proc, http_port, grpc_port, log_path)
-    ready = f"{server.url}/v2/models/{model_name}/ready"
+    try:
+        wait_ready(proc, f"{server.url}/v2/models/{model_name}/ready", timeout, module,
+                   server.log_tail, interval=0.3)
+    except ServerFailed:
+        server.stop()
+        raise
+    return server
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float, name: str,
+               log_tail: Callable[[], str], interval: float = 0.2) -> None:
+    """Polls ``url`` until it answers 200.
+
+    Raises ServerFailed, with ``log_tail()``, when ``proc`` exits first or ``timeout``
+    seconds pass (the caller stops the process).
+    """
+    import httpx
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServerFailed(f"{module} exited with {proc.returncode}:\n{server.log_tail()}")
+            raise ServerFailed(f"{name} exited with {proc.returncode}:\n{log_tail()}")
         try:
-            if httpx.get(ready, timeout=2).status_code == 200:
-                return server
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
-    server.stop()
-    raise ServerFailed(f"{module} not ready after {timeout:.0f} s:\n{server.log_tail()}")
+        time.sleep(interval)
+    raise ServerFailed(f"{name} not ready at {url} after {timeout:.0f} s:\n{log_tail()}")

@@ -14,8 +14,9 @@ the extra aspect-1 box of the last map)::
 
 and optionally ``"aspect_ratios"`` (one list per feature map). The generator is swapped on
 the built model; the number of boxes per location must stay the builder's, so the head and
-its weights keep their shapes. Anchors are computed eagerly at every call, so other sizes
-cost nothing at inference.
+its weights keep their shapes. The boxes are computed from the generator once per input
+shape (:mod:`.anchors` caches them) whatever their sizes, so other sizes cost nothing at
+inference.
 
 Upstream: torchvision/models/detection/anchor_utils.py (``DefaultBoxGenerator``: scales
 spread evenly from ``min_ratio`` to ``max_ratio``, then 1.0) and ssdlite.py (the builder).

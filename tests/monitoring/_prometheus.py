@@ -132,9 +132,9 @@ def start_prometheus(workdir: Path, target: str, rule_file: Path | None = None) 
 
 def run_prometheus(workdir: Path, config: dict[str, Any]) -> Prometheus:
     """Prometheus with this configuration on a free 127.0.0.1 port, once it is ready."""
-    import httpx
     import yaml
 
+    from bench.servers import ServerFailed, wait_ready
     from tests.support.servers import free_port
 
     binary = need("prometheus")
@@ -149,20 +149,13 @@ def run_prometheus(workdir: Path, config: dict[str, Any]) -> Prometheus:
              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
             stdout=log, stderr=subprocess.STDOUT)
     prom = Prometheus(proc, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {proc.returncode}:\n"
-                               + log_path.read_text(errors="replace")[-2000:])
-        try:
-            if httpx.get(f"{prom.url}/-/ready", timeout=2).status_code == 200:
-                return prom
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    prom.stop()
-    raise RuntimeError("prometheus not ready after 60 s:\n"
-                       + log_path.read_text(errors="replace")[-2000:])
+    try:
+        wait_ready(proc, f"{prom.url}/-/ready", 60, "prometheus",
+                   lambda: log_path.read_text(errors="replace")[-2000:])
+    except ServerFailed:
+        prom.stop()
+        raise
+    return prom
 
 
 def sample_value(sample: dict[str, Any]) -> float:

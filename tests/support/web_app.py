@@ -12,9 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from bench.servers import free_port
+from bench.servers import ServerFailed, free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,18 +61,12 @@ def start_web(inference_url: str, log_dir: Path, *args: str,
         proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 env={**env, "PYTHONUNBUFFERED": "1"})
     app = WebApp(proc, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"client.web exited with {proc.returncode}:\n{app.log()}")
-        try:
-            if httpx.get(f"{app.http_url}/healthz", timeout=2).status_code == 200:
-                return app
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    app.stop()
-    raise RuntimeError(f"client.web did not answer /healthz in {timeout:.0f} s:\n{app.log()}")
+    try:
+        wait_ready(proc, f"{app.http_url}/healthz", timeout, "client.web", app.log)
+    except ServerFailed:
+        app.stop()
+        raise
+    return app
 
 
 def shapes_png(seed: int, objects: int = 3) -> bytes:
