@@ -11,7 +11,7 @@
 | detector_gpu_memory_bytes | gauge | CUDA memory allocated by the model process |
 | detector_gpu_memory_total_bytes | gauge | memory of the CUDA device the model runs on |
 | detector_queue_capacity | gauge | images the queue holds before refusing (--max_queue_size) |
-| detector_model_info | gauge | 1, labelled with the served model's name and version |
+| detector_model_info | gauge | 1, labelled with the served model's name, version and engine |
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class Metrics:
                                     "Images the queue holds before refusing (--max_queue_size)",
                                     registry=registry)
         self.model_info = Gauge("detector_model_info", "The served model (always 1)",
-                                ["model", "version"], registry=registry)
+                                ["model", "version", "engine"], registry=registry)
 
     def track_queue(self, depth: Callable[[], int]) -> None:
         """Reads the queue depth at scrape time."""
@@ -64,9 +64,10 @@ class Metrics:
         self.gpu_memory.set_function(lambda: float(allocated()))
         self.gpu_memory_total.set(total)
 
-    def model_loaded(self, model: str, version: str, queue_capacity: int) -> None:
-        """Records what is served and how many images may wait (once, after load)."""
-        self.model_info.labels(model=model, version=version).set(1)
+    def model_loaded(self, model: str, version: str, engine: str, queue_capacity: int) -> None:
+        """Records what is served, what runs it (``engine``: ``openvino-bf16``,
+        ``torch-cpu``...) and how many images may wait (once, after load)."""
+        self.model_info.labels(model=model, version=version, engine=engine).set(1)
         self.queue_capacity.set(queue_capacity)
 
     def observe_batch(self, stats: BatchStats) -> None:

@@ -99,7 +99,7 @@ class DetectionModel(Model):  # type: ignore[misc]
         self.load_seconds = time.perf_counter() - start
         if self.metrics is not None:
             self.metrics.track_queue(lambda: self.batcher.depth)
-            self.metrics.model_loaded(self.name, self.version,
+            self.metrics.model_loaded(self.name, self.version, self.platform,
                                       self.config.batching.max_queue_size)
             if self.runner.device.type == "cuda":
                 import torch
@@ -110,6 +110,12 @@ class DetectionModel(Model):  # type: ignore[misc]
                  self.load_seconds)
         self.ready = True
         return True
+
+    @property
+    def platform(self) -> str:
+        """What runs the model, for V2 metadata's ``platform``: ``openvino-bf16`` when the CPU
+        engine does, ``torch-cpu`` when the model runs eager, ``torch-cuda`` on a GPU."""
+        return self.runner.name
 
     async def drain(self, timeout_s: float) -> None:
         """Stops taking new work and finishes what is queued."""

@@ -1,23 +1,17 @@
 """The CPU engine: puts a detector's dense layers on OpenVINO, checked, or says why not.
 
-:func:`accelerate` exports backbone (+ head) with ``torch.export`` (see :mod:`.ov_graph`),
-compiles it in the precision :mod:`.precision` chooses, checks it against eager, and
-swaps the model's parts in place. Nothing here uses TorchScript: the next torch release
-cannot take the path away, and no C++ compiler is needed (OpenVINO brings its kernels),
-so it works in the runtime image.
-
-Measured on the demo detector's backbone + head (one thread, batch 1, 320x320,
-interleaved rounds, busy 2-core machine, so relative): OpenVINO fp32 1.1x the traced
-TorchScript path it replaced, bf16 1.8x; the graph exported with ``torch.export`` and
-given static shapes runs as fast as the one from the legacy ONNX exporter (docs/speed.md).
+:func:`accelerate` exports backbone + head (single-stage detectors) or backbone + RPN head
+and the box head (the R-CNN family) with ``torch.export`` (see :mod:`.ov_graph` and
+:mod:`.rcnn_graph`), compiles them in the precision :mod:`.precision` chooses, checks them
+against eager, and swaps the model's parts in place. Nothing here uses TorchScript, and
+no C++ compiler is needed (OpenVINO brings its kernels), so it works in the runtime image.
+Measurements are in docs/speed.md.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,25 +22,39 @@ import torch
 from torch import nn
 
 from . import precision as prec
+from . import rcnn_graph
 from .anchors import CachedAnchors
+from .ov_cache import load_or_export, private_dir
 from .ov_graph import (
+    Captured,
     Dense,
     EngineBackbone,
     EngineHead,
+    EngineRPNHead,
     Runtime,
-    Shapes,
     cache_key,
     capture,
     export,
     fixed_size,
     max_error,
+    rpn_head,
 )
+from .ov_shapes import Shapes
 from .precision import Precision
 
 log = logging.getLogger(__name__)
 
 # Check pictures the load-time precision check runs (eager and engine, whole model).
 CHECK_PICTURES = 4
+# Camera frames most pictures come as, whose shapes get a static graph soon after load
+# (16:9; the load's own sample is 4:3).
+COMMON_FRAMES = ((1080, 1920),)
+# What an operator can do when the model runs eager (said in the log line).
+FALLBACK_ADVICE = (
+    "the model runs eager on torch, several times slower on a CPU: if the reason names a "
+    "cache folder, fix it or pass --cache_dir ''; if it names a precision, pass "
+    "--cpu_precision fp32; a model torch.export cannot trace keeps --no_cpu_accel "
+    "(and please report it with the line above)")
 
 
 @dataclass
@@ -61,6 +69,11 @@ class Report:
     why_precision: str = ""
     resize_first: bool = False
 
+    @property
+    def name(self) -> str:
+        """The engine in a word or two: ``openvino-bf16``, ``openvino-fp32`` or ``torch``."""
+        return f"openvino-{self.precision}" if self.engine else "torch"
+
     def summary(self) -> str:
         """One log line."""
         parts = []
@@ -72,6 +85,8 @@ class Report:
         if self.resize_first:
             parts.append("resize before normalise")
         parts += [f"{p} eager: {why}" for p, why in self.eager.items()]
+        if self.eager and not self.engine:
+            parts.append(FALLBACK_ADVICE)
         return "; ".join(parts)
 
 
@@ -85,24 +100,6 @@ class Options:
     cache_dir: str | None = None
     check_dir: str | None = None  # --calibration_dir: the user's own pictures
     example: str | None = None  # a picture that ships with the package
-
-
-def private_dir(path: Path) -> Path | None:
-    """``path``, created 0700; None (no cache) when someone else could write into it.
-
-    A folder owned by root and written at image build time is trusted too (read-only
-    to the server). A tampered graph would give wrong answers, so only our own counts.
-    """
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = path.stat()
-    except OSError as exc:
-        log.warning("cache dir %s unusable (%s): exporting without a cache", path, exc)
-        return None
-    if info.st_uid not in (os.getuid(), 0) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        log.warning("cache dir %s is not private to this user: exporting without a cache", path)
-        return None
-    return path
 
 
 def resize_first(model: nn.Module, sample: list[torch.Tensor]) -> str | None:
@@ -165,31 +162,6 @@ def _model_inputs(model: nn.Module, pictures: Sequence[np.ndarray]) -> list[np.n
     return out
 
 
-def _graph(dense: Dense, x: torch.Tensor, tag: str, static: bool, folder: Path | None,
-           runtime: Runtime) -> tuple[Any, bool]:
-    """The exported ``ov.Model``, from the cache when it is there; (model, cached)."""
-    import openvino as ov
-
-    path = None
-    if folder is not None:
-        path = folder / f"dense-{cache_key(tag, dense, x[:1].shape, static)}.xml"
-        if path.is_file() and path.with_suffix(".bin").is_file():
-            try:
-                return runtime.core.read_model(str(path)), True
-            except Exception as exc:  # noqa: BLE001 - a truncated or stale file: export again
-                log.warning("cached %s unreadable (%s): exporting again", path, exc)
-    model = export(dense, x, static)
-    if path is not None:
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.xml")
-        try:
-            ov.save_model(model, str(tmp), compress_to_fp16=False)
-            tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
-            tmp.replace(path)
-        except OSError as exc:
-            log.warning("cannot cache %s (%s)", path, exc)
-    return model, False
-
-
 def _calibration_digest(pictures: Sequence[np.ndarray]) -> str:
     digest = hashlib.sha256()
     for pic in pictures:
@@ -197,47 +169,82 @@ def _calibration_digest(pictures: Sequence[np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _install(model: nn.Module, dense: Dense, layout: Any, shapes: Shapes, tag: str) -> None:
-    model.backbone = EngineBackbone(dense.backbone, layout, shapes, f"{tag}.dense")
+@dataclass
+class _Parts:
+    """The eager modules the engine stands in for, their graphs and the sample inputs."""
+
+    dense: Dense
+    captured: Captured
+    graph: Any  # the dense ov.Model
+    static: bool
+    box: rcnn_graph.BoxHead | None = None
+    box_graph: Any = None  # the box head's ov.Model
+
+
+def _install(model: nn.Module, parts: _Parts, shapes: Shapes, box: Any, tag: str) -> None:
+    dense = parts.dense
+    model.backbone = EngineBackbone(dense.backbone, parts.captured.layout, shapes,
+                                    f"{tag}.dense")
     if dense.head is not None:
         model.head = EngineHead(dense.head)
+    if dense.rpn_head is not None:
+        model.rpn.head = EngineRPNHead(dense.rpn_head)  # type: ignore[union-attr]
+    if parts.box is not None and box is not None:
+        rcnn_graph.install(model, parts.box, box)
 
 
-def _uninstall(model: nn.Module, dense: Dense) -> None:
+def _uninstall(model: nn.Module, parts: _Parts) -> None:
+    dense = parts.dense
     model.backbone = dense.backbone
     if dense.head is not None:
         model.head = dense.head
+    if dense.rpn_head is not None:
+        model.rpn.head = dense.rpn_head  # type: ignore[union-attr]
+    if parts.box is not None:
+        rcnn_graph.uninstall(model, parts.box)
 
 
-def _build(model: nn.Module, dense: Dense, layout: Any, x: torch.Tensor, graph: Any,
-           runtime: Runtime, static: bool, tag: str) -> tuple[Shapes, float]:
-    """Compiles ``graph`` for the sample's shape (and dynamic), installs it; the error."""
+def _build(model: nn.Module, parts: _Parts, runtime: Runtime, tag: str
+           ) -> tuple[Shapes, float]:
+    """Compiles the graphs for the sample's shape (and dynamic), installs them; the
+    largest error against eager."""
     gate = prec.GATES[runtime.precision]
+    x = parts.captured.x
     shape = tuple(x[:1].shape)
-    dynamic = None if static else runtime.compile(graph)
+    dense = parts.dense
+    dynamic = None if parts.static else runtime.compile(parts.graph)
 
     def eager(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.inference_mode():
             return tuple(dense(t))
 
-    shapes = Shapes(runtime, None if static else graph, dynamic, eager, gate.tolerance,
-                    f"{tag}.dense")
-    compiled = runtime.compile(graph, shape)
+    shapes = Shapes(runtime, None if parts.static else parts.graph, dynamic, eager,
+                    gate.tolerance, f"{tag}.dense")
+    compiled = runtime.compile(parts.graph, shape)
     with torch.inference_mode():
-        error = max_error(eager(x[:1]), tuple(compiled(x[:1])))
+        want = eager(x[:1])
+        error = max_error(want, tuple(compiled(x[:1])))
+        if dynamic is not None:
+            error = max(error, max_error(want, tuple(dynamic(x[:1]))))
     shapes.add(shape, compiled)
-    _install(model, dense, layout, shapes, tag)
+    box = None
+    if parts.box is not None and parts.box_graph is not None:
+        box = runtime.compile(parts.box_graph)
+        regions = parts.captured.box_input
+        assert regions is not None
+        with torch.inference_mode():
+            error = max(error, max_error(tuple(parts.box(regions)), tuple(box(regions))))
+    _install(model, parts, shapes, box, tag)
     return shapes, error
 
 
-def _try(model: nn.Module, dense: Dense, layout: Any, x: torch.Tensor, graph: Any,
-         runtime: Runtime, static: bool, tag: str, checks: Sequence[np.ndarray],
-         reference: Sequence[prec.Dets]) -> str | None:
+def _try(model: nn.Module, parts: _Parts, runtime: Runtime, tag: str,
+         checks: Sequence[np.ndarray], reference: Sequence[prec.Dets]) -> str | None:
     """Installs the engine in ``runtime.precision``; None when it passed, else why not."""
     gate = prec.GATES[runtime.precision]
-    _, error = _build(model, dense, layout, x, graph, runtime, static, tag)
+    _, error = _build(model, parts, runtime, tag)
     if error > gate.tolerance:
-        _uninstall(model, dense)
+        _uninstall(model, parts)
         return f"outputs differ from eager by {error:.2g} (relative; limit {gate.tolerance})"
     if runtime.precision is Precision.FP32 or not checks:
         return None
@@ -245,7 +252,7 @@ def _try(model: nn.Module, dense: Dense, layout: Any, x: torch.Tensor, graph: An
     log.info("CPU engine %s check on %d pictures: %s", runtime.precision.value, len(checks),
              words)
     if not ok:
-        _uninstall(model, dense)
+        _uninstall(model, parts)
         return words
     return None
 
@@ -279,23 +286,20 @@ def accelerate(model: nn.Module, tag: str, sample: list[torch.Tensor],
     elif why:
         report.eager["transform"] = why
     try:
-        x, layout = capture(model, sample)
+        captured = capture(model, sample)
     except Exception as exc:  # noqa: BLE001
         report.eager["model"] = f"the sample did not run ({type(exc).__name__}: {exc})"
         return report
-    head = getattr(model, "head", None) if layout.head_keys is not None else None
-    backbone = model.backbone
-    assert isinstance(backbone, nn.Module)
-    dense = Dense(backbone, head if isinstance(head, nn.Module) else None).eval()
-    static = fixed_size(model) is not None
+    parts = _parts(model, captured)
+    names = _part_names(parts)
     folder = private_dir(Path(options.cache_dir)) if options.cache_dir else None
     native = prec.native_precisions()
     first, why_first = prec.resolve(options.precision, native)
     try:
         runtime = Runtime(first, options.threads, options.workers, folder)
-        graph, report.cached = _graph(dense, x, tag, static, folder, runtime)
+        _export(parts, tag, folder, runtime, report)
     except Exception as exc:  # noqa: BLE001 - code that does not export: keep it eager
-        report.eager["backbone+head" if head is not None else "backbone"] = (
+        report.eager["+".join(names)] = (
             f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         return report
     checks = [*prec.pictures(options.check_dir, CHECK_PICTURES)]
@@ -307,30 +311,83 @@ def accelerate(model: nn.Module, tag: str, sample: list[torch.Tensor],
         order = [Precision.INT8, native[0]] + ([Precision.FP32] if native[0] is not
                                                  Precision.FP32 else [])
     refused: list[str] = []
+    graph = parts.graph
     for choice in order:
         runtime.precision, runtime.config = choice, prec.ov_config(
             choice, options.threads, options.workers)
-        candidate = graph
+        parts.graph = graph
         if choice is Precision.INT8:
-            candidate = _int8(model, graph, options, folder, tag, dense, x, refused)
-            if candidate is None:
+            parts.graph = _int8(model, graph, options, folder, tag, parts.dense,
+                                captured.x, refused)
+            if parts.graph is None:
                 continue
         try:
-            why = _try(model, dense, layout, x, candidate, runtime, static, tag, checks,
-                       reference)
+            why = _try(model, parts, runtime, tag, checks, reference)
         except Exception as exc:  # noqa: BLE001 - a graph the runtime cannot take
             why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         if why is None:
-            report.engine = ["backbone", "head"] if head is not None else ["backbone"]
-            report.static = static
+            _settle_common(model)
+            report.engine = names
+            report.static = parts.static
             report.precision = choice.value
             report.why_precision = "; ".join([*refused, why_first if not refused else
                                               f"then {choice.value}"])
             return report
         refused.append(f"{choice.value} refused: {why}")
         log.warning("CPU engine: %s refused: %s", choice.value, why)
-    report.eager["backbone+head" if head is not None else "backbone"] = "; ".join(refused)
+    report.eager["+".join(names)] = "; ".join(refused)
     return report
+
+
+def _settle_common(model: nn.Module) -> None:
+    """Has the background check and compile the shapes of common camera frames."""
+    shapes = getattr(model.backbone, "graphs", None)
+    transform: Any = getattr(model, "transform", None)
+    if not isinstance(shapes, Shapes) or shapes.model is None or transform is None:
+        return
+    with torch.inference_mode():
+        found = [tuple(transform([torch.zeros(3, h, w)])[0].tensors[:1].shape)
+                 for h, w in COMMON_FRAMES]
+    shapes.settle(found)
+
+
+def _parts(model: nn.Module, captured: Captured) -> _Parts:
+    """What goes on the engine: backbone + head, or backbone + RPN head and box head."""
+    layout = captured.layout
+    head = getattr(model, "head", None) if layout.head_keys is not None else None
+    backbone = model.backbone
+    assert isinstance(backbone, nn.Module)
+    dense = Dense(backbone, head if isinstance(head, nn.Module) else None,
+                  rpn_head(model) if layout.rpn else None).eval()
+    box = rcnn_graph.parts(model) if captured.box_input is not None else None
+    return _Parts(dense, captured, None, fixed_size(model) is not None, box)
+
+
+def _part_names(parts: _Parts) -> list[str]:
+    names = ["backbone"]
+    if parts.dense.head is not None:
+        names.append("head")
+    if parts.dense.rpn_head is not None:
+        names.append("rpn head")
+    if parts.box is not None:
+        names.append("box head")
+    return names
+
+
+def _export(parts: _Parts, tag: str, folder: Path | None, runtime: Runtime,
+            report: Report) -> None:
+    """Fills ``parts``' graphs, exported or from the cache."""
+    x = parts.captured.x
+    key = cache_key(tag, parts.dense, x[:1].shape, parts.static)
+    parts.graph, report.cached = load_or_export(
+        f"dense-{key}", lambda: export(parts.dense, x, parts.static), folder, runtime)
+    regions = parts.captured.box_input
+    if parts.box is not None and regions is not None:
+        box = parts.box
+        key = cache_key(f"{tag}.box", box, (-1, *regions.shape[1:]), False)
+        parts.box_graph, cached = load_or_export(
+            f"box-{key}", lambda: rcnn_graph.export(box, regions), folder, runtime)
+        report.cached = report.cached and cached
 
 
 def _int8(model: nn.Module, graph: Any, options: Options, folder: Path | None, tag: str,

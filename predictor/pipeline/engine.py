@@ -93,7 +93,8 @@ class Engine:
         self.workers = workers  # inference workers calling run() at once
         self.loaded: LoadedModel | None = None
         self.device = torch.device("cpu")
-        self.engine_report = ""
+        self.engine_report = ""  # the CPU engine's log line
+        self.cpu_report: Any = None  # cpu_engine.Report, when the CPU engine was tried
 
     @property
     def labels(self) -> list[str]:
@@ -131,9 +132,17 @@ class Engine:
             precision=self.cfg.cpu_precision, threads=torch.get_num_threads(),
             workers=self.workers, cache_dir=self.cfg.cache_dir or None,
             check_dir=self.cfg.calibration_dir, example=str(DEMO_MODEL_DIR / "example.jpg"))
-        summary = cpu_engine.accelerate(module, architecture, sample, options).summary()
-        self.engine_report = summary
-        log.info("CPU path: %s (%.1f s)", summary, time.perf_counter() - start)
+        report = cpu_engine.accelerate(module, architecture, sample, options)
+        self.cpu_report, self.engine_report = report, report.summary()
+        level = logging.WARNING if report.eager and not report.engine else logging.INFO
+        log.log(level, "CPU path: %s (%.1f s)", self.engine_report, time.perf_counter() - start)
+
+    @property
+    def name(self) -> str:
+        """What runs the model: ``openvino-bf16`` (the CPU engine), ``torch-cpu``..."""
+        if self.cpu_report is not None and self.cpu_report.engine:
+            return str(self.cpu_report.name)
+        return f"torch-{self.device.type}"
 
     def shrink_target(self) -> Callable[[int, int], tuple[int, int]] | None:
         """For draft decoding: (width, height) the model resizes a picture to; None if unknown.

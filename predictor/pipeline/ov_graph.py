@@ -12,14 +12,15 @@ with a dynamic input through its dynamic-shape path (shape inference on every ca
 fused kernels), which measured 10-20 % slower on the demo detector. SSD and SSDlite
 resize every picture to one size, so they get one static graph. The others (R-CNN,
 RetinaNet, FCOS) keep the picture's aspect ratio: they are exported once with dynamic
-height and width, then compiled static for each of the first :data:`MAX_SHAPES` shapes
-seen, and the dynamic graph takes the shapes after those.
+height and width, and :mod:`.ov_shapes` decides which shapes also get a static graph.
+The R-CNN family's box head (two MLP layers or four convs and one, then the predictor)
+is a second graph, dynamic in the number of regions (:mod:`.rcnn_graph`).
 
 Exported graphs are cached under ``--cache_dir`` as OpenVINO IR (keyed by the torch,
 torchvision and OpenVINO versions, the architecture, the shape and a hash of the
 weights), and OpenVINO keeps its compiled blobs there too, so a restart skips both.
-Every graph is checked against eager at load, and each new shape on its first picture;
-what fails, or cannot be exported, runs eager with a log line saying why.
+Every graph is checked against eager at load, and each new shape in the background;
+what fails, or cannot be exported, runs eager with a log line saying what to do.
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ from .precision import Precision, ov_config
 
 log = logging.getLogger(__name__)
 
-# Static graphs compiled per input shape; later shapes run on the dynamic graph.
-MAX_SHAPES = 4
 # Smallest side of the picture a dynamic-shape graph is exported on (see export()).
 EXPORT_SIDE = 512
 # Largest difference from eager, relative to the outputs' scale, that still counts as the
@@ -72,20 +71,30 @@ def max_error(a: Any, b: Any) -> float:
 
 
 class Dense(nn.Module):
-    """What is exported: backbone (and head) as one tensor-in, tuple-out module."""
+    """What is exported: backbone (and head) as one tensor-in, tuple-out module.
 
-    def __init__(self, backbone: nn.Module, head: nn.Module | None) -> None:
+    Single-stage detectors export backbone + ``head``; the R-CNN family exports backbone +
+    the RPN's head (``rpn_head``), whose feature maps the RoI heads still need whole.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module | None,
+                 rpn_head: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.rpn_head = rpn_head
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The features (backbone alone), or the head's outputs and one channel of each
-        feature map (whose height and width the anchor generator needs), in a fixed order.
+        """The features (backbone alone), the features then the RPN head's objectness and
+        box deltas per level (R-CNN), or the head's outputs and one channel of each feature
+        map (whose height and width the anchor generator needs), in a fixed order.
         """
         features = self.backbone(x)
         if isinstance(features, torch.Tensor):
             features = OrderedDict([("0", features)])
+        if self.rpn_head is not None:
+            objectness, deltas = self.rpn_head(list(features.values()))
+            return (*features.values(), *objectness, *deltas)
         if self.head is None:
             return tuple(features.values())
         out = self.head(list(features.values()))
@@ -98,10 +107,27 @@ class Layout:
 
     feature_keys: tuple[str, ...]
     head_keys: tuple[str, ...] | None  # None: the backbone alone is on the engine
+    rpn: bool = False  # the RPN's head rides along (R-CNN): features stay whole
 
 
-def capture(model: nn.Module, sample: list[torch.Tensor]) -> tuple[torch.Tensor, Layout]:
-    """The backbone's input for ``sample`` and the layout of what follows it."""
+@dataclass(frozen=True)
+class Captured:
+    """What one eager run of the sample shows: the inputs the graphs are exported on."""
+
+    x: torch.Tensor  # the backbone's input
+    layout: Layout
+    box_input: torch.Tensor | None  # the R-CNN box head's input (pooled RoI features)
+
+
+def rpn_head(model: nn.Module) -> nn.Module | None:
+    """The R-CNN family's RPN head (conv layers over every feature level), if any."""
+    head = getattr(getattr(model, "rpn", None), "head", None)
+    return head if isinstance(head, nn.Module) else None
+
+
+def capture(model: nn.Module, sample: list[torch.Tensor]) -> Captured:
+    """The backbone's input for ``sample``, the layout of what follows it, and the box
+    head's input where the model has one."""
     seen: dict[str, Any] = {}
 
     def pre(_m: nn.Module, args: tuple[Any, ...]) -> None:
@@ -113,12 +139,18 @@ def capture(model: nn.Module, sample: list[torch.Tensor]) -> tuple[torch.Tensor,
     def head_post(_m: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
         seen.setdefault("head", out)
 
+    def box_pre(_m: nn.Module, args: tuple[Any, ...]) -> None:
+        seen.setdefault("box", args[0])
+
     backbone = model.backbone
     assert isinstance(backbone, nn.Module)
     handles = [backbone.register_forward_pre_hook(pre), backbone.register_forward_hook(post)]
     head = getattr(model, "head", None)
     if isinstance(head, nn.Module):
         handles.append(head.register_forward_hook(head_post))
+    box_head = getattr(getattr(model, "roi_heads", None), "box_head", None)
+    if isinstance(box_head, nn.Module):
+        handles.append(box_head.register_forward_pre_hook(box_pre))
     try:
         with torch.no_grad():  # not inference_mode: torch.export refuses inference tensors
             model(sample)
@@ -130,7 +162,9 @@ def capture(model: nn.Module, sample: list[torch.Tensor]) -> tuple[torch.Tensor,
         features = OrderedDict([("0", features)])
     head_out = seen.get("head")
     head_keys = tuple(head_out) if isinstance(head_out, dict) else None
-    return x, Layout(tuple(features), head_keys)
+    layout = Layout(tuple(features), head_keys, rpn=head_keys is None and
+                    rpn_head(model) is not None)
+    return Captured(x, layout, seen.get("box"))
 
 
 def fixed_size(model: nn.Module) -> tuple[int, int] | None:
@@ -140,12 +174,16 @@ def fixed_size(model: nn.Module) -> tuple[int, int] | None:
 
 
 def weights_digest(module: nn.Module) -> str:
-    """SHA-256 of a module's parameters and buffers (names, shapes and bytes)."""
+    """SHA-256 of a module's parameters and buffers (names, dtypes, shapes and bytes).
+
+    Every tensor is flattened before its bytes are read: a 0-dim buffer (BatchNorm's
+    ``num_batches_tracked`` in every trained ResNet) cannot be viewed as bytes as it is.
+    """
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -237,8 +275,14 @@ class EngineBackbone(nn.Module):
             return self.eager(x)
         outputs = [graph(x[i:i + 1]) for i in range(x.shape[0])]
         joined = [torch.cat(parts) for parts in zip(*outputs, strict=True)]
+        levels = len(self.layout.feature_keys)
         if self.layout.head_keys is None:
-            return OrderedDict(zip(self.layout.feature_keys, joined, strict=True))
+            features = OrderedDict(zip(self.layout.feature_keys, joined[:levels], strict=True))
+            if self.layout.rpn:
+                first = joined[0]
+                first.engine_rpn = (  # type: ignore[attr-defined]
+                    joined[levels:2 * levels], joined[2 * levels:3 * levels])
+            return features
         heads = len(self.layout.head_keys)
         features = OrderedDict(
             (key, torch.empty((x.shape[0], 0, *level.shape[-2:]), dtype=x.dtype))
@@ -262,61 +306,17 @@ class EngineHead(nn.Module):
         return done if done is not None else self.eager(features)
 
 
-class Shapes:
-    """Which graph each input shape runs on: static per shape, then dynamic, or eager.
+class EngineRPNHead(nn.Module):
+    """Stands in for ``model.rpn.head``: the engine's objectness and deltas, else eager."""
 
-    A new shape is checked against eager on its first picture (compared on the raw
-    outputs, with the precision's tolerance); one that differs runs eager from then on.
-    """
-
-    def __init__(self, runtime: Runtime, model: Any, dynamic: Compiled | None,
-                 eager: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
-                 tolerance: float, name: str) -> None:
-        self.runtime = runtime
-        self.model = model  # the exported ov.Model (dynamic height and width)
-        self.dynamic = dynamic
+    def __init__(self, eager: nn.Module) -> None:
+        super().__init__()
         self.eager = eager
-        self.tolerance = tolerance
-        self.name = name
-        self.static: dict[Shape, Compiled] = {}
-        self.refused: set[Shape] = set()
-        self.on_dynamic: set[Shape] = set()  # checked, run on the dynamic graph
-        self._lock = threading.Lock()
 
-    def add(self, shape: Shape, graph: Compiled) -> None:
-        """A shape already compiled and checked (at load)."""
-        self.static[shape] = graph
-
-    def __call__(self, shape: Shape) -> Compiled | None:
-        graph: Compiled | None = self.static.get(shape)
-        if graph is not None or shape in self.refused:
-            return graph
-        if shape in self.on_dynamic:
-            return self.dynamic
-        with self._lock:  # one compile at a time; others wait for it
-            if shape in self.static or shape in self.refused or shape in self.on_dynamic:
-                return self.dynamic if shape in self.on_dynamic else self.static.get(shape)
-            if self.model is None:
-                return None
-            full = len(self.static) >= MAX_SHAPES
-            try:
-                graph = self.dynamic if full else self.runtime.compile(self.model, shape)
-                assert graph is not None
-                example = torch.rand(shape)
-                error = max_error(self.eager(example), tuple(graph(example)))
-            except Exception as exc:  # noqa: BLE001 - any failure means: run this shape eager
-                error, why = float("inf"), f"{type(exc).__name__}: {str(exc)[:200]}"
-            else:
-                why = f"outputs differ from eager by {error:.2g} (relative)"
-            if error > self.tolerance:
-                log.warning("%s: input shape %s runs eager: %s", self.name, shape, why)
-                self.refused.add(shape)
-                return None
-            if full:
-                self.on_dynamic.add(shape)
-            elif graph is not None:
-                self.static[shape] = graph
-            return graph
+    def forward(self, features: list[torch.Tensor]) -> Any:
+        """(objectness per level, box deltas per level) for these features."""
+        done = getattr(features[0], "engine_rpn", None) if features else None
+        return done if done is not None else self.eager(features)
 
 
 def ov_version() -> str:
@@ -328,9 +328,9 @@ def ov_version() -> str:
     return str(ov.get_version())
 
 
-def cache_key(tag: str, dense: Dense, shape: Sequence[int], static: bool) -> str:
+def cache_key(tag: str, dense: nn.Module, shape: Sequence[int], static: bool) -> str:
     """Names an exported graph: what would make a cached one wrong is in it."""
     return hashlib.sha256("|".join([
-        "graph v2", torch.__version__, torchvision.__version__, ov_version(), tag,
+        "graph v3", torch.__version__, torchvision.__version__, ov_version(), tag,
         "static" if static else "dynamic", str(tuple(shape)), weights_digest(dense),
     ]).encode()).hexdigest()[:32]

@@ -63,6 +63,7 @@ class DetectorServicer(InferenceServicer):  # type: ignore[misc]
         except Exception as exc:
             raise self._refusal(exc, uuid.uuid4().hex, "ModelMetadata") from exc
         response.versions.append(model.version)
+        response.platform = getattr(model, "platform", "") or response.platform
         return response
 
     def _refusal(self, exc: Exception, request_id: str, method: str) -> GrpcException:

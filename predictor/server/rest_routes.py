@@ -64,7 +64,7 @@ class InferenceRoutes:
         metadata = await self.dataplane.model_metadata(model_name)
         return Response(orjson.dumps({
             "name": metadata["name"], "versions": [model.version],
-            "platform": metadata["platform"], "inputs": metadata["inputs"],
+            "platform": getattr(model, "platform", "") or metadata["platform"], "inputs": metadata["inputs"],
             "outputs": metadata["outputs"]}), media_type="application/json")
 
     async def v2_ready(self, model_name: str, model_version: str) -> Response:

@@ -23,7 +23,7 @@ from torch import nn
 from client.evaluate import evaluate_detections, load_coco
 from demo.synthetic import write_dataset
 from predictor.config import DEMO_MODEL_DIR, ModelConfig
-from predictor.pipeline import cpu_engine, ov_graph, precision
+from predictor.pipeline import cpu_engine, ov_graph, ov_shapes, precision
 from predictor.pipeline.bn_fold import fuse_conv_bn
 from predictor.pipeline.detections import RawDetections
 from predictor.pipeline.engine import Engine
@@ -256,7 +256,10 @@ def test_what_cannot_be_exported_stays_eager_with_the_reason(
     model = _TinyDetector().eval()
     report = cpu_engine.accelerate(model, "tiny", [torch.rand(3, 16, 16)], _options(None))
     assert report.engine == []
+    assert report.name == "torch"
+    # The log line says what to do about it, not just what happened.
     assert "export failed" in report.summary()
+    assert "--no_cpu_accel" in report.summary()
     assert isinstance(model.backbone, nn.Sequential)  # untouched: runs eager
     with torch.inference_mode():
         model([torch.rand(3, 16, 16)])
@@ -304,35 +307,98 @@ def _small_kwargs(arch: str) -> dict[str, Any]:
 # One of each kind of backbone and head in the default run (SSDlite is the demo, above);
 # DETECTOR_ALL_ARCHS=1 runs all twelve (several minutes on 2 cores).
 QUICK_ARCHS = {"fasterrcnn_mobilenet_v3_large_320_fpn", "fcos_resnet50_fpn"}
+ALL_ARCHS = sorted(torchvision.models.list_models(module=torchvision.models.detection))
+
+
+def _expected_parts(model: nn.Module) -> list[str]:
+    if hasattr(model, "head"):
+        return ["backbone", "head"]
+    return ["backbone", "rpn head", "box head"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", sorted(
-    torchvision.models.list_models(module=torchvision.models.detection)))
-def test_every_torchvision_detector_runs_on_the_engine(arch: str) -> None:
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+def test_every_torchvision_detector_runs_on_the_engine(arch: str, tmp_path: Path) -> None:
     if arch not in QUICK_ARCHS and os.environ.get("DETECTOR_ALL_ARCHS") != "1":
         pytest.skip("set DETECTOR_ALL_ARCHS=1 to check every architecture "
                     "(several minutes on 2 cores)")
     torch.manual_seed(0)
     model = torchvision.models.get_model(arch, weights=None, weights_backbone=None,
                                          num_classes=3, **_small_kwargs(arch)).eval()
-    fuse_conv_bn(model)
     eager = copy.deepcopy(model)
-    report = cpu_engine.accelerate(model, arch, [torch.rand(3, 90, 120)], _options(None))
-    expected = ["backbone", "head"] if hasattr(model, "head") else ["backbone"]
-    assert report.engine == expected, report.summary()
+    fuse_conv_bn(model)  # as the server does; BatchNorm layers it cannot fold stay
+    report = cpu_engine.accelerate(model, arch, [torch.rand(3, 90, 120)],
+                                   _options(tmp_path / "cache"))
+    assert report.engine == _expected_parts(model), report.summary()
     assert report.static == arch.startswith("ssd")
     assert report.resize_first
-    # More aspect ratios than static graphs: the later ones run on the dynamic graph.
+    # More aspect ratios than static graphs: new ones run on the dynamic graph at once,
+    # while the background compiles static graphs for the first ones.
     sizes = [(90, 120), (120, 90), (100, 100), (60, 160), (160, 60), (70, 150)]
-    for h, w in sizes:
-        images = [torch.rand(3, h, w)]
-        with torch.inference_mode():
-            want, got = eager(images), model(images)
-        want = want[1] if isinstance(want, tuple) else want
-        got = got[1] if isinstance(got, tuple) else got
-        assert _same_boxes(want[0]["boxes"], got[0]["boxes"]), (h, w)
+
+    def same_answers() -> None:
+        for h, w in sizes:
+            images = [torch.rand(3, h, w)]
+            with torch.inference_mode():
+                want, got = eager(images), model(images)
+            want = want[1] if isinstance(want, tuple) else want
+            got = got[1] if isinstance(got, tuple) else got
+            assert _same_boxes(want[0]["boxes"], got[0]["boxes"]), (h, w)
+
+    same_answers()
     if not report.static:
         shapes = model.backbone.graphs
-        assert isinstance(shapes, ov_graph.Shapes)
-        assert len(shapes.static) == ov_graph.MAX_SHAPES
+        assert isinstance(shapes, ov_shapes.Shapes)
+        shapes.wait(timeout=300)
+        assert len(shapes.static) == ov_shapes.MAX_SHAPES
+        assert not shapes.refused
+        same_answers()  # now partly on the static graphs
+
+
+def _frozen_bn_detector() -> nn.Module:
+    """A RetinaNet whose backbone has FrozenBatchNorm, as fine-tuning from torchvision's
+    pretrained backbones gives (weights_backbone= cannot be downloaded here)."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    return torchvision.models.detection.retinanet_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=3, norm_layer=FrozenBatchNorm2d)
+
+
+@pytest.mark.parametrize("arch", [*ALL_ARCHS, "frozen-bn"])
+def test_every_detector_can_be_cached(arch: str) -> None:
+    """The cache key reads every buffer a trained model carries (BatchNorm's 0-dim
+    num_batches_tracked, FrozenBatchNorm, GroupNorm) and changes when any of them does."""
+    model = (_frozen_bn_detector() if arch == "frozen-bn" else torchvision.models.get_model(
+        arch, weights=None, weights_backbone=None, num_classes=3))
+    before = ov_graph.weights_digest(model)
+    state = model.state_dict()  # shares storage with the model
+    # A 0-dim buffer where the model has one (what broke the key), else its last tensor.
+    name = next((n for n, t in state.items() if t.dim() == 0), list(state)[-1])
+    with torch.no_grad():
+        state[name].add_(1)
+    assert ov_graph.weights_digest(model) != before, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(QUICK_ARCHS))
+def test_a_served_detector_runs_on_the_engine_with_default_flags(
+        arch: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The server's own path: a model folder, default flags (cache on, the architecture's
+    own picture sizes, auto precision); nothing may fall back to eager, and a second start
+    reads every graph from the cache."""
+    from tests.support.servers import save_random_model
+
+    folder = save_random_model(tmp_path / "model", arch)
+    flags = {"model_dir": str(folder), "device": "cpu", "cache_dir": str(tmp_path / "cache")}
+    engine = Engine(ModelConfig(**flags))
+    engine.load()
+    report = engine.cpu_report
+    assert report.engine == _expected_parts(engine.loaded.module), report.summary()
+    assert not report.eager, report.summary()
+    assert engine.name == f"openvino-{report.precision}"
+    again = Engine(ModelConfig(**flags))
+    again.load()
+    assert again.cpu_report.cached, again.engine_report
+    picture = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    a, b = engine.run([picture])[0], again.run([picture])[0]
+    assert np.array_equal(a.boxes, b.boxes)
