@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from client import ENVIRONMENT_HELP, ConfigError, add_connection_arguments, config_from_args
 
 from .settings import (
+    DEFAULT_INFERENCE_DEVICE,
     DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_PREDICTIONS,
     DEFAULT_MIN_SCORE_THRESHOLD,
     MIB,
     WebSettings,
@@ -82,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
                            default=DEFAULT_MIN_SCORE_THRESHOLD, metavar="S",
                            help="the inference service's --min_score_threshold: a lower "
                                 "min_confidence is raised to it (default: %(default)s)")
+    deepstack.add_argument("--max-predictions", "--max_predictions", type=whole_number,
+                           default=DEFAULT_MAX_PREDICTIONS, metavar="N",
+                           help="most predictions in one DeepStack answer, the highest "
+                                "confidences kept; Frigate holds 20 (default: %(default)s)")
+    deepstack.add_argument("--inference-device", "--inference_device",
+                           default=DEFAULT_INFERENCE_DEVICE, metavar="NAME",
+                           help="the inference service's device (CPU, GPU...), which "
+                                "CodeProject.AI answers show in inferenceDevice "
+                                "(default: %(default)s)")
     return parser
 
 
@@ -129,7 +140,9 @@ def settings_from_args(args: argparse.Namespace) -> WebSettings:
                        api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
                        protect_page_api=args.protect_page_api,
                        label_map=read_label_map(args.label_map) if args.label_map else {},
-                       min_score_threshold=args.min_score_threshold)
+                       min_score_threshold=args.min_score_threshold,
+                       max_predictions=args.max_predictions,
+                       inference_device=args.inference_device.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
