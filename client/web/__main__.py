@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="most pictures held at once, all routes together; beyond it an "
                             "immediate 503 + Retry-After (default: %(default)s, the inference "
                             "service's default --max_queue_size)")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log a line per request (off: at an NVR's rate that is one write "
+                            "per frame; /metrics counts requests by route and status)")
     serve.add_argument("--log-level", default="info",
                        choices=("critical", "error", "warning", "info", "debug"),
                        help="log level (default: %(default)s)")
@@ -162,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
     uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=args.log_level, server_header=False, proxy_headers=False)
+                log_level=args.log_level, access_log=args.access_log, server_header=False,
+                proxy_headers=False)
     return 0
 
 

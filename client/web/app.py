@@ -54,6 +54,9 @@ SECURITY_HEADERS = {
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
 }
+# Encoded once: every answer carries them.
+_RAW_SECURITY_HEADERS = tuple((k.encode("latin-1"), v.encode("latin-1"))
+                              for k, v in SECURITY_HEADERS.items())
 
 
 def create_app(settings: WebSettings, *,
@@ -158,9 +161,7 @@ class _Observed:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                message["headers"] = [*message.get("headers", []),
-                                      *((k.encode(), v.encode())
-                                        for k, v in SECURITY_HEADERS.items())]
+                message["headers"] = [*message.get("headers", []), *_RAW_SECURITY_HEADERS]
             await send(message)
 
         try:
