@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from client import ENVIRONMENT_HELP, ConfigError, add_connection_arguments, config_from_args
 
 from .settings import (
+    DEFAULT_INFERENCE_DEVICE,
     DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_PREDICTIONS,
     DEFAULT_MIN_SCORE_THRESHOLD,
     MIB,
     WebSettings,
@@ -65,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="most pictures held at once, all routes together; beyond it an "
                             "immediate 503 + Retry-After (default: %(default)s, the inference "
                             "service's default --max_queue_size)")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log a line per request (off: at an NVR's rate that is one write "
+                            "per frame; /metrics counts requests by route and status)")
     serve.add_argument("--log-level", default="info",
                        choices=("critical", "error", "warning", "info", "debug"),
                        help="log level (default: %(default)s)")
@@ -82,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
                            default=DEFAULT_MIN_SCORE_THRESHOLD, metavar="S",
                            help="the inference service's --min_score_threshold: a lower "
                                 "min_confidence is raised to it (default: %(default)s)")
+    deepstack.add_argument("--max-predictions", "--max_predictions", type=whole_number,
+                           default=DEFAULT_MAX_PREDICTIONS, metavar="N",
+                           help="most predictions in one DeepStack answer, the highest "
+                                "confidences kept; Frigate holds 20 (default: %(default)s)")
+    deepstack.add_argument("--inference-device", "--inference_device",
+                           default=DEFAULT_INFERENCE_DEVICE, metavar="NAME",
+                           help="the inference service's device (CPU, GPU...), which "
+                                "CodeProject.AI answers show in inferenceDevice "
+                                "(default: %(default)s)")
     return parser
 
 
@@ -129,7 +143,9 @@ def settings_from_args(args: argparse.Namespace) -> WebSettings:
                        api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
                        protect_page_api=args.protect_page_api,
                        label_map=read_label_map(args.label_map) if args.label_map else {},
-                       min_score_threshold=args.min_score_threshold)
+                       min_score_threshold=args.min_score_threshold,
+                       max_predictions=args.max_predictions,
+                       inference_device=args.inference_device.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
     uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=args.log_level, server_header=False, proxy_headers=False)
+                log_level=args.log_level, access_log=args.access_log, server_header=False,
+                proxy_headers=False)
     return 0
 
 

@@ -54,6 +54,9 @@ SECURITY_HEADERS = {
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
 }
+# Encoded once: every answer carries them.
+_RAW_SECURITY_HEADERS = tuple((k.encode("latin-1"), v.encode("latin-1"))
+                              for k, v in SECURITY_HEADERS.items())
 
 
 def create_app(settings: WebSettings, *,
@@ -78,6 +81,7 @@ def create_app(settings: WebSettings, *,
         monitor = ServiceMonitor(client.health, model=settings.client.model,
                                  interval=settings.health_interval,
                                  timeout=settings.probe_timeout, on_change=metrics.observe_state)
+        app.state.deepstack = deepstack.Answering.of(settings)
         app.state.backend = api.Backend(settings, client, monitor, metrics,
                                         KeyCheck(settings.api_key),
                                         InFlight(settings.max_in_flight))
@@ -99,7 +103,12 @@ def create_app(settings: WebSettings, *,
         Route("/", api.index, methods=["GET", "HEAD"]),
         Route("/api/detect", api.detect, methods=["POST"]),
         Route("/v1/vision/detection", deepstack.detection, methods=["POST"]),
+        # Before /custom/{model}: CodeProject.AI routes "list" to the model list, whatever
+        # the models are called.
+        Route("/v1/vision/custom/list", deepstack.custom_list, methods=["POST", "GET"]),
         Route("/v1/vision/custom/{model}", deepstack.detection, methods=["POST"]),
+        Route("/v1/server/status/ping", deepstack.ping, methods=["GET"]),
+        Route("/v1/status/ping", deepstack.ping, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET", "HEAD"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static"),
@@ -152,9 +161,7 @@ class _Observed:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                message["headers"] = [*message.get("headers", []),
-                                      *((k.encode(), v.encode())
-                                        for k, v in SECURITY_HEADERS.items())]
+                message["headers"] = [*message.get("headers", []), *_RAW_SECURITY_HEADERS]
             await send(message)
 
         try:

@@ -11,8 +11,9 @@ from types import MappingProxyType
 
 from client import ClientConfig, ConfigError
 
-__all__ = ["DEFAULT_MAX_IN_FLIGHT", "DEFAULT_MIN_SCORE_THRESHOLD", "MIB", "WebSettings",
-           "read_api_key", "read_label_map"]
+__all__ = ["DEFAULT_INFERENCE_DEVICE", "DEFAULT_MAX_IN_FLIGHT", "DEFAULT_MAX_PREDICTIONS",
+           "DEFAULT_MIN_SCORE_THRESHOLD", "MIB", "WebSettings", "read_api_key",
+           "read_label_map"]
 
 MIB = 1024 * 1024
 #: The inference service's default ``--max_queue_size`` (predictor/config.py,
@@ -22,6 +23,15 @@ DEFAULT_MAX_IN_FLIGHT = 256
 #: The inference service's default ``--min_score_threshold`` (predictor/config.py): the
 #: lowest ``score_threshold`` it accepts. A test keeps the two equal.
 DEFAULT_MIN_SCORE_THRESHOLD = 0.05
+#: Most predictions in one DeepStack answer. Frigate's deepstack detector writes them into
+#: a 20-row array and raises IndexError on the 21st confident, known one
+#: (blakeblackshear/frigate, frigate/detectors/plugins/deepstack.py at v0.18.0-beta1-19,
+#: e3fa70189: ``np.zeros((20, 6))`` filled by index): a stock Frigate must never get more.
+DEFAULT_MAX_PREDICTIONS = 20
+#: What ``inferenceDevice`` says when the operator does not: CodeProject.AI's SDK reports
+#: "CPU" for a module that names no device (codeproject/CodeProject.AI-Server,
+#: src/SDK/Python/src/codeproject_ai_sdk/module_runner.py at e3468c831, ``inference_device``).
+DEFAULT_INFERENCE_DEVICE = "CPU"
 _MAX_KEY_BYTES = 4096
 _MAX_LABEL_MAP_BYTES = 1024 * 1024
 
@@ -47,6 +57,9 @@ class WebSettings:
             labels it does not name pass through.
         min_score_threshold: The inference service's ``--min_score_threshold``: a
             DeepStack ``min_confidence`` below it is raised to it.
+        max_predictions: Most predictions in one DeepStack answer (the highest scores).
+        inference_device: What DeepStack answers say in ``inferenceDevice`` (CPU, GPU...):
+            the backend cannot see the service's device, so the operator names it.
     """
 
     client: ClientConfig
@@ -60,6 +73,8 @@ class WebSettings:
     protect_page_api: bool = False
     label_map: Mapping[str, str] = field(default_factory=dict)
     min_score_threshold: float = DEFAULT_MIN_SCORE_THRESHOLD
+    max_predictions: int = DEFAULT_MAX_PREDICTIONS
+    inference_device: str = DEFAULT_INFERENCE_DEVICE
 
     def __post_init__(self) -> None:
         if self.max_files < 1:
@@ -84,6 +99,11 @@ class WebSettings:
         if not 0.0 <= self.min_score_threshold <= 1.0:
             raise ConfigError(f"--min-score-threshold must be from 0 to 1, got "
                               f"{self.min_score_threshold}")
+        if self.max_predictions < 1:
+            raise ConfigError(f"--max-predictions must be at least 1, got "
+                              f"{self.max_predictions}; Frigate holds 20")
+        if not self.inference_device.strip():
+            raise ConfigError("--inference-device is empty; give CPU, GPU or the like")
         object.__setattr__(self, "label_map", MappingProxyType(dict(self.label_map)))
 
     @property

@@ -24,7 +24,8 @@ from starlette.requests import Request
 from .errors import ApiError
 from .settings import WebSettings
 
-__all__ = ["FIELDS", "Picture", "Upload", "check_picture", "read_form", "read_upload"]
+__all__ = ["FIELDS", "Picture", "Upload", "check_picture", "read_form", "read_fraction",
+           "read_upload"]
 
 #: The form fields ``POST /api/detect`` reads (``api_key`` only when the backend has one).
 FIELDS = ("file", "score_threshold", "classes", "max_detections", "api_key")
@@ -73,7 +74,8 @@ async def read_upload(request: Request, settings: WebSettings) -> Upload:
             raise ApiError(400, "no picture in the request: add one or more 'file' fields")
         return Upload(
             pictures=tuple(pictures),
-            score_threshold=_threshold(_text(form.getlist("score_threshold"))),
+            score_threshold=read_fraction("score_threshold",
+                                          _text(form.getlist("score_threshold"))),
             classes=_classes(_text(form.getlist("classes"))),
             max_detections=_max_detections(_text(form.getlist("max_detections"))),
             api_key=_text(form.getlist("api_key")),
@@ -182,15 +184,24 @@ def _text(values: Sequence[Any]) -> str | None:
     return (texts[0].strip() or None) if texts else None
 
 
-def _threshold(text: str | None) -> float | None:
+def read_fraction(name: str, text: str | None) -> float | None:
+    """The number from 0 to 1 in form field ``name`` (``score_threshold`` on the page's
+    API, ``min_confidence`` on DeepStack's); None when the field is absent or blank.
+
+    Both APIs parse it here, so they accept and refuse the same texts.
+
+    Raises:
+        ApiError: 400 naming the field and the range when ``text`` is not a number, or is
+            below 0, over 1 or not finite.
+    """
     if text is None:
         return None
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise ApiError(400, f"score_threshold must be a number from 0 to 1, got {text!r}")
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ApiError(400, f"{name} must be a number from 0 to 1, got {text!r}")
     return value
 
 

@@ -30,7 +30,9 @@ from PIL import Image
 
 from client import DetectionClient, ImageResult
 from client.bench import metric_totals
+from demo.synthetic import make_sample
 from tests.support.deepstack_clients import (
+    FRIGATE_ROWS,
     frigate_detect,
     frigate_jpeg,
     home_assistant_objects,
@@ -42,6 +44,8 @@ from tests.support.web_app import WebApp, shapes_png, start_web, wait_for
 pytestmark = pytest.mark.integration
 
 LABEL_MAP = {"circle": "person", "square": "car", "triangle": "dog"}  # "star" passes through
+# Every label a COCO name, so that Frigate reads every prediction.
+FULL_LABEL_MAP = {**LABEL_MAP, "star": "cat"}
 # A few entries of the COCO labelmap a Frigate install detects with (index -> name).
 FRIGATE_LABELMAP = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 15: "cat", 16: "dog"}
 KEY = "correct horse battery staple"
@@ -113,6 +117,31 @@ def web(inference: Inference, logs: Path) -> Iterator[WebApp]:
                     "--health-interval", "1")
     yield app
     app.stop()
+
+
+@pytest.fixture(scope="module")
+def frigate_web(inference: Inference, logs: Path) -> Iterator[WebApp]:
+    """A backend as a Frigate install needs it: every label a name Frigate knows."""
+    labels = logs / "frigate-labels.json"
+    labels.write_text(json.dumps(FULL_LABEL_MAP))
+    app = start_web(inference.url, logs, "--label-map", str(labels))
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed(inference: Inference, logs: Path) -> Iterator[WebApp]:
+    """A backend with an API key, also on the page's API."""
+    key_file = logs / "api-key"
+    key_file.write_text(KEY + "\n")
+    app = start_web(inference.url, logs, "--api-key-file", str(key_file), "--protect-page-api")
+    yield app
+    app.stop()
+
+
+def frame_of(picture: bytes) -> np.ndarray:
+    """A picture as the RGB frame Frigate's detector holds."""
+    return np.asarray(Image.open(io.BytesIO(picture)).convert("RGB"))
 
 
 def port_of(app: WebApp) -> int:
@@ -193,6 +222,34 @@ def test_the_whole_answer_has_codeproject_ais_fields(web: WebApp) -> None:
     assert body["moduleId"] == "kserve-detector"
     assert 0 <= body["inferenceMs"] <= body["processMs"]
     assert body["message"].startswith("Found ") or body["message"] == "No objects found"
+    assert isinstance(body["duration"], float)
+    assert body["duration"] == pytest.approx(body["processMs"] / 1000, abs=0.002)
+    assert body["analysisRoundTripMs"] == body["inferenceMs"]
+    assert (body["moduleName"], body["inferenceDevice"]) == ("KServe detector", "CPU")
+    assert len(body["requestId"]) == 36
+    assert body["processedBy"]
+    assert body["timestampUTC"].endswith(" GMT")
+
+
+def test_agent_dvrs_get_models_lists_the_served_model(web: WebApp) -> None:
+    r = httpx.post(f"{web.http_url}/v1/vision/custom/list", timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["success"], body["models"], body["command"]) == (True, ["detector"],
+                                                                  "list-custom")
+    assert (body["code"], body["moduleId"]) == (200, "kserve-detector")
+    # Each model listed is one a product can call.
+    assert sdk_detect("127.0.0.1", port_of(web), shapes_png(3),
+                      custom_model=body["models"][0]) is not None
+
+
+def test_codeproject_ai_clients_ping_the_server_on_both_paths(web: WebApp) -> None:
+    for path in ("/v1/server/status/ping", "/v1/status/ping"):
+        r = httpx.get(f"{web.http_url}{path}", timeout=10)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["success"], body["code"]) == (True, 200)
+        assert body["message"] == "{major}.{minor}.{patch}".format(**body["version"])
 
 
 def test_frigate_gets_the_rows_it_would_act_on(web: WebApp, inference: Inference,
@@ -201,10 +258,10 @@ def test_frigate_gets_the_rows_it_would_act_on(web: WebApp, inference: Inference
                        .convert("RGB"))
     url = f"{web.http_url}{DETECTION}"
     rows = frigate_detect(url, frame, FRIGATE_LABELMAP, timeout=5.0)
-    # What Frigate makes of the service's own answer (its default threshold: no
-    # min_confidence is sent), computed the way its detector reads predictions.
+    # What Frigate makes of the service's own answer at 0.4 (what the backend asks for when,
+    # as from Frigate, no min_confidence is sent), computed the way its detector reads it.
     want = np.zeros_like(rows)
-    for i, p in enumerate(expected(direct(inference, frigate_jpeg(frame)))):
+    for i, p in enumerate(expected(direct(inference, frigate_jpeg(frame), 0.4))):
         index = next((k for k, v in FRIGATE_LABELMAP.items() if v == p["label"]), -1)
         if p["confidence"] < 0.4 or index < 0:
             break
@@ -245,12 +302,15 @@ def test_refusals_say_what_is_wrong_in_the_apis_shape(web: WebApp, inference: In
     noise.save(big, format="PNG")
     cases = [
         (post(web, files={"image": ("notes.txt", b"not a picture")}), 400, "not a picture"),
-        (post(web, files={"photo": ("a.png", shapes_png(1))}), 400, "'image' field"),
         (post(web, image="text, not a file"), 400, "'image' field"),
         (post(web, files={"image": ("a.png", shapes_png(1))}, min_confidence="high"), 400,
          "min_confidence must be a number from 0 to 1"),
         (post(web, files={"image": ("a.png", shapes_png(1))}, min_confidence="1.5"), 400,
          "min_confidence must be a number from 0 to 1"),
+        (post(web, files={"image": ("a.png", shapes_png(1))}, min_confidence="-0.2"), 400,
+         "min_confidence must be a number from 0 to 1, got '-0.2'"),
+        (post(web, files={"image": ("a.png", shapes_png(1))}, min_confidence="nan"), 400,
+         "min_confidence must be a number from 0 to 1, got 'nan'"),
         (post(web, files={"image": ("big.png", big.getvalue())}), 413, "at most 1 MiB"),
         (post(web, "/v1/vision/custom/yolo", files={"image": ("a.png", shapes_png(1))}), 404,
          "this backend serves 'detector'"),
@@ -267,44 +327,113 @@ def test_refusals_say_what_is_wrong_in_the_apis_shape(web: WebApp, inference: In
     assert after == before, "a refused request reached the inference service"
 
 
-def test_min_confidence_below_the_services_floor_is_raised_to_it(web: WebApp,
-                                                                 inference: Inference) -> None:
+def test_min_confidence_below_0_1_is_raised_to_deepstacks_floor(web: WebApp,
+                                                                inference: Inference) -> None:
     picture = shapes_png(36, objects=4)
-    got = sdk_detect("127.0.0.1", port_of(web), picture, min_confidence=0.0)
-    assert_same(got, expected(direct(inference, picture, 0.05)))
+    for asked in (0.0, 0.05):
+        got = sdk_detect("127.0.0.1", port_of(web), picture, min_confidence=asked)
+        assert_same(got, expected(direct(inference, picture, 0.1)))
+    assert min(p["confidence"] for p in got) >= 0.1
+
+
+def test_frigate_without_min_confidence_gets_detections_down_to_0_4(
+        frigate_web: WebApp, inference: Inference) -> None:
+    frame = frame_of(shapes_png(33, objects=4))
+    # The service's own default (0.5) would drop this picture's 0.47 square.
+    served = direct(inference, frigate_jpeg(frame))
+    assert all(d.score >= 0.5 for d in served.detections)
+    rows = frigate_detect(f"{frigate_web.http_url}{DETECTION}", frame, FRIGATE_LABELMAP,
+                          timeout=5.0)
+    found = rows[rows[:, 1] > 0]
+    assert len(found) == len(served.detections) + 1, rows
+    assert 0.4 <= found[-1, 1] < 0.5, "no detection between 0.4 and 0.5 reached Frigate"
+    assert FRIGATE_LABELMAP[int(found[-1, 0])] == "car"  # the square, mapped
+    # The same default for every DeepStack client that sends no min_confidence.
+    body = post(frigate_web, files={"image": ("a.jpg", frigate_jpeg(frame))}).json()
+    assert min(p["confidence"] for p in body["predictions"]) == pytest.approx(found[-1, 1],
+                                                                              abs=1e-4)
+
+
+def test_a_stock_frigate_never_overflows_on_a_crowded_frame(
+        frigate_web: WebApp, inference: Inference, logs: Path) -> None:
+    crowd, boxes, _ = make_sample(0, 320, 40, 40, small_share=1.0)  # 40 small shapes
+    frame = np.asarray(crowd.convert("RGB"))
+    want = expected(direct(inference, frigate_jpeg(frame), 0.4), FULL_LABEL_MAP)
+    assert len(want) > FRIGATE_ROWS, f"only {len(want)} detections: not a crowded frame"
+    # Parsed as Frigate's plugin parses it: 20 rows, the 20 best, no IndexError.
+    rows = frigate_detect(f"{frigate_web.http_url}{DETECTION}", frame, FRIGATE_LABELMAP,
+                          timeout=5.0)
+    np.testing.assert_allclose(rows[:, 1], [p["confidence"] for p in want[:FRIGATE_ROWS]],
+                               atol=1e-4)
+    body = post(frigate_web, files={"image": ("crowd.jpg", frigate_jpeg(frame))}).json()
+    assert body["count"] == len(body["predictions"]) == FRIGATE_ROWS
+    # Lifting the cap past what Frigate holds is what would break it.
+    labels = logs / "frigate-labels.json"
+    uncapped = start_web(inference.url, logs, "--label-map", str(labels),
+                         "--max-predictions", "100")
+    try:
+        with pytest.raises(IndexError):
+            frigate_detect(f"{uncapped.http_url}{DETECTION}", frame, FRIGATE_LABELMAP,
+                           timeout=5.0)
+    finally:
+        uncapped.stop()
+
+
+def test_a_picture_in_any_file_field_is_detected_as_codeproject_ai_takes_it(
+        web: WebApp, inference: Inference) -> None:
+    first, second = shapes_png(37, objects=4), shapes_png(38, objects=2)
+    want = expected(direct(inference, first, 0.4))
+    # A .NET or Blue Iris client may name the part anything, and send more parts.
+    for files in ([("upload", ("a.png", first)), ("upload2", ("b.png", second))],
+                  [("file", ("a.png", first)), ("notes", ("n.txt", b"not a picture"))],
+                  [("other", ("b.png", second)), ("image", ("a.png", first))]):
+        r = post(web, files=files)
+        assert r.status_code == 200, r.text
+        assert_same(r.json()["predictions"], want)
 
 
 # ---- access and load ------------------------------------------------------------------------
 def test_the_api_key_is_required_when_set_and_on_the_page_api_when_asked(
-        inference: Inference, logs: Path, web: WebApp) -> None:
-    key_file = logs / "api-key"
-    key_file.write_text(KEY + "\n")
-    keyed = start_web(inference.url, logs, "--api-key-file", str(key_file),
-                      "--protect-page-api")
+        keyed: WebApp, web: WebApp) -> None:
     picture = {"image": ("a.png", shapes_png(5))}
-    try:
-        for fields, headers in (({}, {}), ({"api_key": "wrong"}, {}),
-                                ({}, {"Authorization": "Bearer wrong"})):
-            r = httpx.post(f"{keyed.http_url}{DETECTION}", files=picture, data=fields,
-                           headers=headers, timeout=30)
-            assert r.status_code == 401, r.text
-            assert r.json()["success"] is False
-            assert r.headers["www-authenticate"] == "Bearer"
-        assert post(keyed, files=picture, api_key=KEY).status_code == 200
-        assert httpx.post(f"{keyed.http_url}{DETECTION}", files=picture, timeout=30,
-                          headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
-        assert sdk_detect("127.0.0.1", port_of(keyed), shapes_png(5), api_key=KEY) is not None
-        page = {"file": ("a.png", shapes_png(5))}
-        refused = httpx.post(f"{keyed.http_url}/api/detect", files=page, timeout=30)
-        assert refused.status_code == 401
-        assert "error" in refused.json()
-        assert httpx.post(f"{keyed.http_url}/api/detect", files=page, data={"api_key": KEY},
-                          timeout=30).status_code == 200
-        assert metric(keyed, "detector_web_refused_requests_total") == 4
-    finally:
-        keyed.stop()
+    before = metric(keyed, "detector_web_refused_requests_total")
+    for fields, headers in (({}, {}), ({"api_key": "wrong"}, {}),
+                            ({}, {"Authorization": "Bearer wrong"})):
+        r = httpx.post(f"{keyed.http_url}{DETECTION}", files=picture, data=fields,
+                       headers=headers, timeout=30)
+        assert r.status_code == 401, r.text
+        assert r.json()["success"] is False
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert post(keyed, files=picture, api_key=KEY).status_code == 200
+    assert httpx.post(f"{keyed.http_url}{DETECTION}", files=picture, timeout=30,
+                      headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    assert sdk_detect("127.0.0.1", port_of(keyed), shapes_png(5), api_key=KEY) is not None
+    page = {"file": ("a.png", shapes_png(5))}
+    refused = httpx.post(f"{keyed.http_url}/api/detect", files=page, timeout=30)
+    assert refused.status_code == 401
+    assert "error" in refused.json()
+    assert httpx.post(f"{keyed.http_url}/api/detect", files=page, data={"api_key": KEY},
+                      timeout=30).status_code == 200
+    assert metric(keyed, "detector_web_refused_requests_total") - before == 4
     # A backend with no key takes whatever a product sends in api_key.
     assert post(web, files=picture, api_key="anything").status_code == 200
+
+
+def test_a_wrong_key_without_a_picture_is_a_401_as_from_deepstack(keyed: WebApp) -> None:
+    url = f"{keyed.http_url}{DETECTION}"
+    text_only = {"api_key": (None, "wrong"), "min_confidence": (None, "2")}
+    no_picture = httpx.post(url, files=text_only, timeout=30)
+    assert no_picture.status_code == 401, no_picture.text
+    assert no_picture.json() == {"success": False, "error": "incorrect API key", "code": 401}
+    for response in (httpx.post(url, data={"api_key": "wrong"}, timeout=30),  # not multipart
+                     httpx.post(url, timeout=30)):  # no body at all
+        assert response.status_code == 401, response.text
+        assert (response.json()["success"], response.json()["code"]) == (False, 401)
+    # With the right key, what is wrong with the request is said.
+    right = {"api_key": (None, KEY)}
+    r = httpx.post(url, files=right, timeout=30)
+    assert r.status_code == 400
+    assert "no picture" in r.json()["error"]
 
 
 def test_the_in_flight_cap_refuses_at_once_and_recovers(inference: Inference,

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from bench.servers import ServerFailed, free_port, wait_ready
 
-REPO = Path(__file__).resolve().parents[1]
+# The checkout these tests are in: the backend runs from its root, so it is this
+# checkout's code (not whichever one the virtualenv installed) that is tested.
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass

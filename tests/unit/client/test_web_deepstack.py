@@ -4,7 +4,9 @@ tests/integration/test_web_deepstack.py."""
 
 from __future__ import annotations
 
+import email.utils
 import inspect
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 import predictor.config
 from client import ClientConfig, ConfigError, Detection, ImageResult
 from client.web import WebSettings
-from client.web.deepstack import answer, predictions, score_threshold
+from client.web.deepstack import Answering, answer, predictions, score_threshold
 from client.web.errors import ApiError, error_body
 from client.web.guard import InFlight, KeyCheck
 from client.web.metrics import WebMetrics
@@ -22,6 +24,7 @@ from client.web.settings import (
     read_api_key,
     read_label_map,
 )
+from client.web.uploads import read_fraction
 
 
 def det(box: tuple[float, float, float, float], score: float, label: str) -> Detection:
@@ -46,24 +49,71 @@ def test_predictions_are_whole_pixels_inside_the_picture_best_first_labels_mappe
     assert all(isinstance(p[k], int) for p in got for k in ("x_min", "y_max"))
 
 
+def answering(label_map: dict[str, str] | None = None, max_predictions: int = 20
+              ) -> Answering:
+    return Answering(model="detector", label_map=label_map or {},
+                     max_predictions=max_predictions, inference_device="GPU",
+                     processed_by="node-7", min_score_threshold=0.05)
+
+
 def test_the_answer_carries_deepstacks_fields_then_codeproject_ais() -> None:
-    body = answer(RESULT, {}, inference_s=0.0214, total_s=0.0256)
+    body = answer(RESULT, answering(), inference_s=0.0214, total_s=0.0256)
     assert body["success"] is True
     assert body["count"] == len(body["predictions"]) == 3
     assert body["message"] == "Found circle, square, star"
     assert (body["inferenceMs"], body["processMs"], body["code"]) == (21, 26, 200)
     assert (body["command"], body["moduleId"]) == ("detect", "kserve-detector")
-    empty = answer(ImageResult(detections=(), image_size=(1, 1)), {}, inference_s=0,
+    empty = answer(ImageResult(detections=(), image_size=(1, 1)), answering(), inference_s=0,
                    total_s=0, command="custom")
     assert (empty["predictions"], empty["message"], empty["command"]) == (
         [], "No objects found", "custom")
 
 
-def test_min_confidence_absent_leaves_the_services_default_and_is_never_below_its_floor() -> None:
-    assert score_threshold(None, 0.05) is None
-    assert score_threshold(0.0, 0.05) == 0.05
-    assert score_threshold(-1.0, 0.05) == 0.05
+def test_a_codeproject_ai_dashboard_gets_every_field_its_server_adds_with_its_type() -> None:
+    body = answer(RESULT, answering(), inference_s=0.0214, total_s=0.0256)
+    assert body["duration"] == pytest.approx(0.0256)  # DeepStack: float seconds
+    assert isinstance(body["duration"], float)
+    assert body["analysisRoundTripMs"] == 21  # the round trip to the inference service
+    assert isinstance(body["analysisRoundTripMs"], int)
+    assert (body["moduleName"], body["inferenceDevice"], body["processedBy"]) == (
+        "KServe detector", "GPU", "node-7")
+    assert uuid.UUID(body["requestId"])  # a GUID, a new one per answer
+    assert body["requestId"] != answer(RESULT, answering(), inference_s=0,
+                                       total_s=0)["requestId"]
+    assert body["timestampUTC"].endswith(" GMT")  # RFC 1123, .NET's "R"
+    assert email.utils.parsedate_to_datetime(body["timestampUTC"]).tzinfo is not None
+
+
+def test_frigate_never_gets_more_predictions_than_the_cap_and_keeps_the_best() -> None:
+    many = ImageResult(detections=tuple(det((1, 1, 9, 9), (i + 1) / 30, "circle")
+                                        for i in range(25)), image_size=(10, 10))
+    body = answer(many, answering(), inference_s=0, total_s=0)
+    assert body["count"] == len(body["predictions"]) == 20
+    assert [p["confidence"] for p in body["predictions"]] == [(i + 1) / 30
+                                                              for i in range(24, 4, -1)]
+    assert len(predictions(many, {}, 3)) == 3
+    assert len(predictions(many, {})) == 25
+
+
+def test_without_min_confidence_detections_go_down_to_0_4_and_never_below_0_1() -> None:
+    assert score_threshold(None, 0.05) == 0.4  # DeepStack's and CodeProject.AI's default
+    assert score_threshold(0.0, 0.05) == 0.1  # DeepStack's floor
+    assert score_threshold(0.05, 0.05) == 0.1
     assert score_threshold(0.45, 0.05) == 0.45
+    assert score_threshold(0.0, 0.2) == 0.2  # the service's own minimum, when higher
+
+
+@pytest.mark.parametrize("name", ["min_confidence", "score_threshold"])
+def test_both_apis_refuse_a_confidence_outside_0_to_1_naming_the_field(name: str) -> None:
+    assert read_fraction(name, None) is None
+    assert (read_fraction(name, "0"), read_fraction(name, "1"), read_fraction(name, "-0")) == (
+        0.0, 1.0, 0.0)
+    assert read_fraction(name, "0.35") == 0.35
+    for text in ("-0.1", "1.01", "nan", "inf", "high", ""):
+        with pytest.raises(ApiError) as caught:
+            read_fraction(name, text)
+        assert caught.value.status == 400
+        assert caught.value.message == f"{name} must be a number from 0 to 1, got {text!r}"
 
 
 def test_failures_on_deepstack_paths_keep_that_apis_shape() -> None:
@@ -119,6 +169,12 @@ def test_the_key_file_may_end_with_a_newline_but_must_hold_a_key(tmp_path: Path)
     assert "s3cret" not in repr(settings)
     with pytest.raises(ConfigError, match="--protect-page-api needs a key"):
         WebSettings(client=ClientConfig(), protect_page_api=True)
+
+
+def test_the_prediction_cap_is_20_by_default_and_at_least_1() -> None:
+    assert WebSettings(client=ClientConfig()).max_predictions == 20
+    with pytest.raises(ConfigError, match="--max-predictions must be at least 1"):
+        WebSettings(client=ClientConfig(), max_predictions=0)
 
 
 def test_the_label_map_is_a_json_object_of_names(tmp_path: Path) -> None:
