@@ -10,7 +10,7 @@ Measurements are in docs/speed.md.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,16 +21,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import int8, rcnn_graph
 from . import precision as prec
-from . import rcnn_graph
 from .anchors import CachedAnchors
-from .ov_cache import load_or_export, private_dir
+from .int8 import calibration_digest
+from .ov_cache import load_or_export, private_dir, read_verdict, write_verdict
 from .ov_graph import (
     Captured,
     Dense,
     EngineBackbone,
     EngineHead,
     EngineRPNHead,
+    Layout,
     Runtime,
     cache_key,
     capture,
@@ -151,24 +153,6 @@ def _detect(model: nn.Module, pictures: Sequence[np.ndarray]) -> list[prec.Dets]
     return out
 
 
-def _model_inputs(model: nn.Module, pictures: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """What the backbone sees for each picture (the transform's output), for calibration."""
-    out = []
-    with torch.inference_mode():
-        for pic in pictures:
-            tensor = torch.from_numpy(np.array(pic)).permute(2, 0, 1).float() / 255
-            transform: Any = model.transform
-            out.append(transform([tensor])[0].tensors.numpy())
-    return out
-
-
-def _calibration_digest(pictures: Sequence[np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for pic in pictures:
-        digest.update(np.ascontiguousarray(pic).tobytes())
-    return digest.hexdigest()[:16]
-
-
 @dataclass
 class _Parts:
     """The eager modules the engine stands in for, their graphs and the sample inputs."""
@@ -204,10 +188,10 @@ def _uninstall(model: nn.Module, parts: _Parts) -> None:
         rcnn_graph.uninstall(model, parts.box)
 
 
-def _build(model: nn.Module, parts: _Parts, runtime: Runtime, tag: str
+def _build(model: nn.Module, parts: _Parts, runtime: Runtime, tag: str, check: bool = True
            ) -> tuple[Shapes, float]:
     """Compiles the graphs for the sample's shape (and dynamic), installs them; the
-    largest error against eager."""
+    largest error against eager (0 without ``check``)."""
     gate = prec.GATES[runtime.precision]
     x = parts.captured.x
     shape = tuple(x[:1].shape)
@@ -221,28 +205,35 @@ def _build(model: nn.Module, parts: _Parts, runtime: Runtime, tag: str
     shapes = Shapes(runtime, None if parts.static else parts.graph, dynamic, eager,
                     gate.tolerance, f"{tag}.dense")
     compiled = runtime.compile(parts.graph, shape)
-    with torch.inference_mode():
-        want = eager(x[:1])
-        error = max_error(want, tuple(compiled(x[:1])))
-        if dynamic is not None:
-            error = max(error, max_error(want, tuple(dynamic(x[:1]))))
+    error = 0.0
+    if check:
+        with torch.inference_mode():
+            want = eager(x[:1])
+            error = max_error(want, tuple(compiled(x[:1])))
+            if dynamic is not None:
+                error = max(error, max_error(want, tuple(dynamic(x[:1]))))
     shapes.add(shape, compiled)
     box = None
     if parts.box is not None and parts.box_graph is not None:
         box = runtime.compile(parts.box_graph)
         regions = parts.captured.box_input
         assert regions is not None
-        with torch.inference_mode():
-            error = max(error, max_error(tuple(parts.box(regions)), tuple(box(regions))))
+        if check:
+            with torch.inference_mode():
+                error = max(error, max_error(tuple(parts.box(regions)), tuple(box(regions))))
     _install(model, parts, shapes, box, tag)
     return shapes, error
 
 
 def _try(model: nn.Module, parts: _Parts, runtime: Runtime, tag: str,
-         checks: Sequence[np.ndarray], reference: Sequence[prec.Dets]) -> str | None:
-    """Installs the engine in ``runtime.precision``; None when it passed, else why not."""
+         checks: Sequence[np.ndarray], reference: Sequence[prec.Dets], verified: bool
+         ) -> str | None:
+    """Installs the engine in ``runtime.precision``; None when it passed, else why not.
+    ``verified``: a verdict says these graphs passed before; no check runs again."""
     gate = prec.GATES[runtime.precision]
-    _, error = _build(model, parts, runtime, tag)
+    _, error = _build(model, parts, runtime, tag, check=not verified)
+    if verified:
+        return None
     if error > gate.tolerance:
         _uninstall(model, parts)
         return f"outputs differ from eager by {error:.2g} (relative; limit {gate.tolerance})"
@@ -285,16 +276,20 @@ def accelerate(model: nn.Module, tag: str, sample: list[torch.Tensor],
         report.resize_first = True
     elif why:
         report.eager["transform"] = why
+    folder = private_dir(Path(options.cache_dir)) if options.cache_dir else None
+    native = prec.native_precisions()
+    first, why_first = prec.resolve(options.precision, native)
+    checks = [*prec.pictures(options.check_dir, CHECK_PICTURES)]
+    if options.example and len(checks) < CHECK_PICTURES:
+        checks += prec.pictures(Path(options.example).parent, 1)
+    verdict = _recall(model, sample, tag, folder, first, checks)
     try:
-        captured = capture(model, sample)
+        captured = verdict[0] if verdict else capture(model, sample)
     except Exception as exc:  # noqa: BLE001
         report.eager["model"] = f"the sample did not run ({type(exc).__name__}: {exc})"
         return report
     parts = _parts(model, captured)
     names = _part_names(parts)
-    folder = private_dir(Path(options.cache_dir)) if options.cache_dir else None
-    native = prec.native_precisions()
-    first, why_first = prec.resolve(options.precision, native)
     try:
         runtime = Runtime(first, options.threads, options.workers, folder)
         _export(parts, tag, folder, runtime, report)
@@ -302,14 +297,13 @@ def accelerate(model: nn.Module, tag: str, sample: list[torch.Tensor],
         report.eager["+".join(names)] = (
             f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         return report
-    checks = [*prec.pictures(options.check_dir, CHECK_PICTURES)]
-    if options.example and len(checks) < CHECK_PICTURES:
-        checks += prec.pictures(Path(options.example).parent, 1)
-    reference = _detect(model, checks) if first is not Precision.FP32 else []
+    reference = _detect(model, checks) if first is not Precision.FP32 and not verdict else []
     order = [first] + ([Precision.FP32] if first is not Precision.FP32 else [])
     if first is Precision.INT8:
         order = [Precision.INT8, native[0]] + ([Precision.FP32] if native[0] is not
                                                  Precision.FP32 else [])
+    if verdict:  # these graphs passed their checks before: run what was chosen then
+        order = [Precision(verdict[1]["precision"])]
     refused: list[str] = []
     graph = parts.graph
     for choice in order:
@@ -317,12 +311,13 @@ def accelerate(model: nn.Module, tag: str, sample: list[torch.Tensor],
             choice, options.threads, options.workers)
         parts.graph = graph
         if choice is Precision.INT8:
-            parts.graph = _int8(model, graph, options, folder, tag, parts.dense,
-                                captured.x, refused)
+            parts.graph = int8.quantized(model, graph, options.check_dir, folder,
+                                         cache_key(tag, parts.dense, captured.x[:1].shape, True),
+                                         refused)
             if parts.graph is None:
                 continue
         try:
-            why = _try(model, parts, runtime, tag, checks, reference)
+            why = _try(model, parts, runtime, tag, checks, reference, verified=bool(verdict))
         except Exception as exc:  # noqa: BLE001 - a graph the runtime cannot take
             why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         if why is None:
@@ -330,13 +325,54 @@ def accelerate(model: nn.Module, tag: str, sample: list[torch.Tensor],
             report.engine = names
             report.static = parts.static
             report.precision = choice.value
-            report.why_precision = "; ".join([*refused, why_first if not refused else
-                                              f"then {choice.value}"])
+            report.why_precision = verdict[1]["why"] if verdict else "; ".join(
+                [*refused, why_first if not refused else f"then {choice.value}"])
+            if not verdict:
+                write_verdict(folder, _verdict_name(parts, tag, first, checks), {
+                    "precision": choice.value, "why": report.why_precision,
+                    **dataclasses.asdict(captured.layout),
+                    "box_shape": None if captured.box_input is None else
+                    [1, *captured.box_input.shape[1:]]})
             return report
         refused.append(f"{choice.value} refused: {why}")
         log.warning("CPU engine: %s refused: %s", choice.value, why)
     report.eager["+".join(names)] = "; ".join(refused)
     return report
+
+
+def _verdict_name(parts: _Parts, tag: str, precision: Precision,
+                  checks: Sequence[np.ndarray]) -> str:
+    key = cache_key(tag, parts.dense, parts.captured.x[:1].shape, parts.static)
+    return f"verdict-{key}-{precision.value}-{calibration_digest(checks)}"
+
+
+def _recall(model: nn.Module, sample: list[torch.Tensor], tag: str, folder: Path | None,
+            precision: Precision, checks: Sequence[np.ndarray]
+            ) -> tuple[Captured, dict[str, Any]] | None:
+    """The sample's inputs and layout as a passed check recorded them, without running the
+    model, and that verdict; None when no check passed for these weights, input shape,
+    precision and check pictures."""
+    transform: Any = getattr(model, "transform", None)
+    if folder is None or not isinstance(transform, nn.Module):
+        return None
+    with torch.inference_mode():
+        x = transform([t.clone() for t in sample])[0].tensors
+    head = getattr(model, "head", None)
+    box = rcnn_graph.parts(model)
+    guess = (Layout((), (), False) if isinstance(head, nn.Module) else
+             Layout((), None, rpn_head(model) is not None))
+    probe = _parts(model, Captured(x, guess, None if box is None else x))
+    data = read_verdict(folder, _verdict_name(probe, tag, precision, checks))
+    if data is None:
+        return None
+    try:
+        layout = Layout(tuple(data["feature_keys"]), None if data["head_keys"] is None else
+                        tuple(data["head_keys"]), bool(data["rpn"]))
+        regions = None if data["box_shape"] is None else torch.zeros(data["box_shape"])
+        Precision(data["precision"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return Captured(x, layout, regions), data
 
 
 def _settle_common(model: nn.Module) -> None:
@@ -388,28 +424,3 @@ def _export(parts: _Parts, tag: str, folder: Path | None, runtime: Runtime,
         parts.box_graph, cached = load_or_export(
             f"box-{key}", lambda: rcnn_graph.export(box, regions), folder, runtime)
         report.cached = report.cached and cached
-
-
-def _int8(model: nn.Module, graph: Any, options: Options, folder: Path | None, tag: str,
-          dense: Dense, x: torch.Tensor, refused: list[str]) -> Any:
-    """The int8 graph calibrated on ``--calibration_dir``, or None (reason in ``refused``)."""
-    import openvino as ov
-
-    pictures = prec.pictures(options.check_dir, prec.MAX_CALIBRATION)
-    if not pictures:
-        refused.append("int8 refused: it needs --calibration_dir with pictures to calibrate on")
-        return None
-    path = None
-    if folder is not None:
-        key = cache_key(tag, dense, x[:1].shape, True) + _calibration_digest(pictures)
-        path = folder / f"dense-int8-{hashlib.sha256(key.encode()).hexdigest()[:32]}.xml"
-        if path.is_file():
-            return ov.Core().read_model(str(path))
-    try:
-        quantized = prec.quantize(graph, _model_inputs(model, pictures))
-    except ImportError:
-        refused.append("int8 refused: NNCF is not installed (pip install nncf)")
-        return None
-    if path is not None:
-        ov.save_model(quantized, str(path), compress_to_fp16=False)
-    return quantized

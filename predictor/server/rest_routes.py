@@ -64,8 +64,9 @@ class InferenceRoutes:
         metadata = await self.dataplane.model_metadata(model_name)
         return Response(orjson.dumps({
             "name": metadata["name"], "versions": [model.version],
-            "platform": getattr(model, "platform", "") or metadata["platform"], "inputs": metadata["inputs"],
-            "outputs": metadata["outputs"]}), media_type="application/json")
+            "platform": getattr(model, "platform", "") or metadata["platform"],
+            "inputs": metadata["inputs"], "outputs": metadata["outputs"]}),
+            media_type="application/json")
 
     async def v2_ready(self, model_name: str, model_version: str) -> Response:
         """``GET /v2/models/{name}/versions/{version}/ready`` (KServe's answers 501)."""

@@ -219,6 +219,34 @@ def test_cache_is_reused_across_starts(tmp_path: Path) -> None:
     assert torch.equal(a["scores"], b["scores"])
 
 
+def test_a_warm_start_runs_nothing_eager(tmp_path: Path) -> None:
+    """The first start checks the graphs against eager and records the verdict; a second
+    start with the same weights, shape, precision and check pictures reads it and runs no
+    eager pass (three of them made most of a warm start), yet answers the same."""
+    sample = [torch.rand(3, 240, 320)]
+    cache = tmp_path / "cache"
+    first = _demo_module()
+    cpu_engine.accelerate(first, "demo", sample, _options(cache, example=str(
+        DEMO_MODEL_DIR / "example.jpg")))
+    assert len(list(cache.glob("verdict-*.json"))) == 1
+    second = _demo_module()
+    eager_runs = []
+    second.backbone.register_forward_hook(lambda *_: eager_runs.append(1))
+    report = cpu_engine.accelerate(second, "demo", sample, _options(cache, example=str(
+        DEMO_MODEL_DIR / "example.jpg")))
+    assert report.engine == ["backbone", "head"] and report.cached, report.summary()
+    assert eager_runs == []
+    images = [torch.rand(3, 480, 640)]
+    with torch.inference_mode():
+        a, b = first(images)[0], second(images)[0]
+    assert torch.equal(a["boxes"], b["boxes"])
+    # Other check pictures: the verdict does not apply, the checks run again.
+    third = _demo_module()
+    third.backbone.register_forward_hook(lambda *_: eager_runs.append(1))
+    cpu_engine.accelerate(third, "demo", sample, _options(cache))
+    assert eager_runs
+
+
 def test_a_cache_others_can_write_to_is_not_trusted(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = tmp_path / "shared-cache"
@@ -401,4 +429,6 @@ def test_a_served_detector_runs_on_the_engine_with_default_flags(
     assert again.cpu_report.cached, again.engine_report
     picture = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     a, b = engine.run([picture])[0], again.run([picture])[0]
-    assert np.array_equal(a.boxes, b.boxes)
+    # The same graphs (bf16 kernels may split work differently between runs: last bits).
+    assert a.boxes.shape == b.boxes.shape
+    assert np.allclose(a.boxes, b.boxes, atol=0.01)
