@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..protocol import RequestError, rest
-from .served import REQUEST_ID
+from .served import REQUEST_ID, log_refusal
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,6 @@ def head_bytes(scope: Scope) -> int:
     line = len(scope.get("method", "")) + len(scope.get("raw_path") or b"") \
         + len(scope.get("query_string") or b"") + 12
     return line + sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or ())
-
-
-def log_refusal(request_id: str, route: str, status: int | str, reason: str) -> None:
-    """The one line a client's mistake leaves in the log."""
-    log.info("request %s %s -> %s: %s", request_id, route, status, reason[:300])
 
 
 def _error_text(body: bytes) -> str:
