@@ -81,12 +81,6 @@ class Engine:
         self.device = torch.device("cpu")
         self.engine_report = ""
 
-    @property
-    def labels(self) -> list[str]:
-        """Class names, id 0 first."""
-        assert self.loaded is not None, "load() first"
-        return self.loaded.labels
-
     def load(self) -> LoadedModel:
         """Loads the weights and moves the model to its device; idempotent."""
         if self.loaded is not None:

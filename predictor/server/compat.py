@@ -30,6 +30,8 @@ from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
+from ..config import Limits
+
 log = logging.getLogger(__name__)
 
 WRITTEN_FOR = "0.21.0"
@@ -50,7 +52,7 @@ def kserve_version_ok() -> bool:
 def install(server: Any, model: Any, *, max_body_bytes: int, grace_period: float,
             on_reject: Callable[[str], None] | None = None,
             on_disconnect: Callable[[], None] | None = None,
-            max_header_bytes: int = 32 * 1024) -> None:
+            max_header_bytes: int = Limits.max_header_bytes) -> None:
     """Installs every replacement; call after building the ModelServer, before ``start``."""
     import uvicorn
     from kserve import model_server as ks

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ..config import Limits
 from ..protocol import RequestError, rest
 from .served import REQUEST_ID, log_refusal
 
@@ -67,7 +68,7 @@ class RequestGuard:
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, on_reject: OnReject | None = None,
                  on_disconnect: Callable[[], None] | None = None,
-                 max_header_bytes: int = 32 * 1024) -> None:
+                 max_header_bytes: int = Limits.max_header_bytes) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes

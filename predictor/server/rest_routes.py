@@ -18,6 +18,7 @@ from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.protocol.dataplane import DataPlane
 from starlette.exceptions import HTTPException
 
+from ..config import Limits
 from ..errors import ServiceError, client_error
 from ..protocol import RequestError, V2Answer, rest
 from .guard import OnReject, RequestGuard
@@ -131,7 +132,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def install(app: FastAPI, dataplane: DataPlane, max_body_bytes: int,
             on_reject: OnReject | None = None,
             on_disconnect: Callable[[], None] | None = None,
-            max_header_bytes: int = 32 * 1024) -> None:
+            max_header_bytes: int = Limits.max_header_bytes) -> None:
     """Adds the guard, the routes and the error handlers to KServe's app.
 
     KServe adds its own handlers when it starts; call :func:`install_error_handlers`
