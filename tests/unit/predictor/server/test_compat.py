@@ -16,7 +16,7 @@ def test_written_for_the_pinned_and_installed_kserve() -> None:
     pins = [d for d in project["project"]["optional-dependencies"]["server"]
             if d.startswith("kserve")]
     assert pins == [f"kserve=={compat.WRITTEN_FOR}"], (
-        "kserve's pin moved: re-check every replacement listed in predictor/compat.py, "
+        "kserve's pin moved: re-check every replacement listed in predictor/server/compat.py, "
         "then update WRITTEN_FOR")
     assert version("kserve") == compat.WRITTEN_FOR
     assert compat.kserve_version_ok()
