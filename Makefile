@@ -38,7 +38,7 @@ web: install  ## the page and API on 127.0.0.1:$(WEB_PORT), in front of `make ru
 		--port $(WEB_PORT) $(WEB_ARGS)
 
 demo: install  ## detections on fresh synthetic pictures, drawn as PNGs under out/demo/
-	$(BIN)/python scripts/demo.py --url http://127.0.0.1:$(HTTP_PORT)
+	$(BIN)/python scripts/draw_demo.py --url http://127.0.0.1:$(HTTP_PORT)
 
 test: install  ## everything that runs on a machine without Docker engine, cluster or GPU
 	$(BIN)/python -m pytest tests -m "not container" $(PYTEST_ARGS)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.bench import Target, run_cell
+from client.loadgen import Target, run_cell
 
 from . import servers
 

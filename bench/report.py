@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from client.bench import CellResult, format_table
+from client.loadgen import CellResult, format_table
 
 # The goals (CPU, 8 clients, V2 binary, default flags): vs the better raw loop at batch 8,
 # vs the plain predictor at 8 clients, and latency at 1 client vs one raw batch-1 call.

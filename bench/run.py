@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from client.bench import CellResult, Target, generated_images, metric_totals, run_cell
+from client.loadgen import CellResult, Target, generated_images, metric_totals, run_cell
 from predictor.pipeline.engine import pick_device
 
 from . import engines, servers
@@ -330,7 +330,7 @@ def _run(args: argparse.Namespace) -> int:
             "load": f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}",
             "ours_plan": plan_line, "start_to_ready_s": ready_s,
             "images": args.images, "image_size": f"{w}x{h}",
-            "image_source": "client.bench.generated_images: shapes on gradients, JPEG q90",
+            "image_source": "client.loadgen.generated_images: shapes on gradients, JPEG q90",
             "score_threshold": 0.5,
             "detections_per_image": first.detections_per_image if first else None,
             "model_detections_per_image": first.model_detections_per_image if first else None,

@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     evaluate.set_defaults(command=_evaluate)
 
-    # Listed for --help only: main() hands `bench ...` to client.bench before parsing.
+    # Listed for --help only: main() hands `bench ...` to client.loadgen before parsing.
     sub.add_parser("bench", help="load-test the server (see `detect-client bench --help`)",
                    add_help=False)
     return parser
@@ -314,7 +314,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    return int(_command_module("bench").main(argv) or 0)
+    return int(_command_module("loadgen").main(argv) or 0)
 
 
 def _command_module(name: str) -> Any:

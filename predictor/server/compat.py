@@ -12,7 +12,7 @@ so that each item below is checked again on an upgrade:
 2. The gRPC servicer replaced by a subclass (predictor.server.grpc_servicer): KServe
    ignores the requested outputs, lacks ``double_param``, has no version in metadata, and
    its interceptor logs every client error with a traceback.
-3. The guard middleware (predictor.server.guard), ``{"error": ...}`` for every error (404
+3. The guard middleware (predictor.server.rest_middleware), ``{"error": ...}`` for every error (404
    and 405 too), and KServe's handlers for bad input and unknown or unready models
    replaced by ones that do not log a traceback for a client's mistake.
 4. KServe's gRPC server reads its message limit from the module-level ``args``.
@@ -106,12 +106,12 @@ def cap_request_head(limit: int) -> None:
 
     uvicorn (0.55, ``protocols/http/httptools_impl.py``) appends every header line and URL
     chunk it parses, with no bound. Past ``limit`` the request keeps none of the rest and
-    carries the :data:`~predictor.server.guard.HEAD_CUT` marker instead, which the guard
+    carries the :data:`~predictor.server.rest_middleware.HEAD_CUT` marker instead, which the guard
     answers with 431. (uvicorn's h11 parser has its own, smaller bound.)
     """
     from uvicorn.protocols.http import httptools_impl
 
-    from .guard import HEAD_CUT
+    from .rest_middleware import HEAD_CUT
 
     proto: Any = httptools_impl.HttpToolsProtocol
     if getattr(proto, "_detector_head_cap", None) == limit:

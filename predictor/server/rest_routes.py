@@ -3,7 +3,7 @@
 :class:`InferenceRoutes` serves V1 predict, V2 infer and V2 metadata: bodies are parsed
 by :mod:`predictor.protocol` (no pydantic model in the way) and answers encoded there
 too. The error handlers make every error body ``{"error": ...}``, 404 and 405 included.
-:func:`install` adds these and the :class:`~predictor.server.guard.RequestGuard`.
+:func:`install` adds these and the :class:`~predictor.server.rest_middleware.RequestGuard`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from ..config import Limits
 from ..errors import ServiceError, client_error
 from ..protocol import RequestError, V2Answer, rest
-from .guard import OnReject, RequestGuard
+from .rest_middleware import OnReject, RequestGuard
 from .served import MODEL_VERSION, ServedModel, check_version, served_model
 
 

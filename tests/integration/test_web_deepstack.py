@@ -29,7 +29,7 @@ import pytest
 from PIL import Image
 
 from client import DetectionClient, ImageResult
-from client.bench import metric_totals
+from client.loadgen import metric_totals
 from tests.support.deepstack_clients import (
     frigate_detect,
     frigate_jpeg,

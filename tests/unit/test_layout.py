@@ -101,9 +101,9 @@ def test_kserve_is_imported_only_where_the_docs_say() -> None:
 
 def test_the_two_transports_do_not_import_each_other() -> None:
     # What both need (request id, model lookup, the refusal log line) lives in served.py;
-    # the REST middleware (guard.py) is REST's own.
+    # the REST middleware (rest_middleware.py) is REST's own.
     rest, grpc = "predictor.server.rest_routes", "predictor.server.grpc_servicer"
-    guard = "predictor.server.guard"
+    guard = "predictor.server.rest_middleware"
     assert not _offenders([REPO / "predictor/server/grpc_servicer.py"], (rest, guard))
     assert not _offenders([REPO / "predictor/server/rest_routes.py"], (grpc,))
     assert not _offenders([REPO / "predictor/server/served.py"], (rest, grpc, guard))

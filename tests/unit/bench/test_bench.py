@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from client import bench
-from client.bench import CellResult, Target
+from client.loadgen import CellResult, Target
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -257,7 +257,7 @@ def test_rounds_pair_the_ratios_and_keep_the_median_round() -> None:
 # ---- runs ----------------------------------------------------------------------------
 
 def test_client_bench_imports_neither_torch_nor_kserve_nor_the_predictor() -> None:
-    code = ("import sys, client.bench as b; b.generated_images(1, (64, 48)); "
+    code = ("import sys, client.loadgen as b; b.generated_images(1, (64, 48)); "
             "bad = [m for m in ('torch', 'kserve', 'predictor') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,

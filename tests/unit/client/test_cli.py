@@ -251,6 +251,6 @@ def test_bench_gets_its_arguments_untouched(capsys: pytest.CaptureFixture[str],
         seen.append(argv)
         return 0
 
-    monkeypatch.setitem(sys.modules, "client.bench", types.SimpleNamespace(main=bench_main))
+    monkeypatch.setitem(sys.modules, "client.loadgen", types.SimpleNamespace(main=bench_main))
     assert run(capsys, "bench", "--url", "http://x:1", "--concurrency", "4")[0] == 0
     assert seen == [["--url", "http://x:1", "--concurrency", "4"]]
