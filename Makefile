@@ -98,8 +98,8 @@ kind-down:  ## delete the kind cluster
 	scripts/kind-e2e.sh down
 
 lint: install  ## ruff, mypy strict, then the dependency audit
-	$(BIN)/ruff check predictor client bench demo tests scripts
-	$(BIN)/mypy predictor client bench demo
+	$(BIN)/ruff check predictor client bench demo launch tests scripts
+	$(BIN)/mypy predictor client bench demo launch
 	$(MAKE) audit || echo "warning: pip-audit failed: findings above, or the advisory service is unreachable"
 
 audit: install  ## known vulnerabilities in the installed dependencies (needs PyPI's JSON API)

@@ -36,10 +36,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import launch
 from client.loadgen import CellResult, Target, generated_images, metric_totals, run_cell
 from predictor.pipeline.engine import pick_device
 
-from . import engines, servers
+from . import engines
 from . import raw as rawloop
 from .report import (
     GOAL_CLIENTS,
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     try:
         return _run(args)
-    except servers.ServerFailed as exc:
+    except launch.ServerFailed as exc:
         log.error("%s", exc)
         return 2
 
@@ -248,13 +249,13 @@ def _run(args: argparse.Namespace) -> int:
         plain_target: Target | None = None
         ours_target: Target | None = None
 
-        def start(name: str, module: str, flags: list[str]) -> servers.ServerProcess:
+        def start(name: str, module: str, flags: list[str]) -> launch.ServerProcess:
             begin = time.monotonic()
-            server = servers.start(module, flags, log_dir, env=env)
+            server = launch.start(module, flags, log_dir, env=env)
             ready_s[name] = round(time.monotonic() - begin, 1)
             return server
 
-        def target_of(server: servers.ServerProcess) -> Target:
+        def target_of(server: launch.ServerProcess) -> Target:
             return Target(url=server.url, grpc_target=server.grpc_target)
 
         def measure_raw(sizes: Sequence[int]) -> list[RawResult]:

@@ -39,7 +39,15 @@ from ._exceptions import (
     Unauthorized,
     UnreadableInput,
 )
-from ._options import ENVIRONMENT_HELP, add_connection_arguments, config_from_args
+from ._options import (
+    ENVIRONMENT_HELP,
+    add_connection_arguments,
+    config_from_args,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from ._types import Detection, Health, ImageInput, ImageResult, ModelMetadata, TensorSpec
 
 try:  # the one version is pyproject.toml's, read from the installed distribution
@@ -75,4 +83,8 @@ __all__ = [
     "__version__",
     "add_connection_arguments",
     "config_from_args",
+    "fraction",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
 ]

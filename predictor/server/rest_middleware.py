@@ -19,8 +19,9 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Limits
 from ..protocol import RequestError, rest
@@ -28,11 +29,6 @@ from .served import REQUEST_ID, log_refusal
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OnReject = Callable[[str], None]
 
 _REASONS = {400: "invalid", 413: "too_large", 415: "invalid", 431: "too_large"}

@@ -68,11 +68,31 @@ def _offenders(files: list[Path], forbidden: tuple[str, ...], *, typing: bool = 
 
 
 def test_the_runtime_imports_no_client_and_no_tool() -> None:
-    assert not _offenders(_files("predictor"), ("client", "bench", "demo"))
+    assert not _offenders(_files("predictor"), ("client", "bench", "demo", "launch"))
 
 
 def test_the_client_imports_no_server_and_no_tool() -> None:
-    assert not _offenders(_files("client"), ("predictor", "bench", "demo", "torch", "kserve"))
+    assert not _offenders(_files("client"), (
+        "predictor", "bench", "demo", "launch", "torch", "torchvision", "kserve"))
+
+
+def test_the_web_backend_uses_only_the_clients_public_names() -> None:
+    # The product's backend uses the client as any product would: `from client import X`.
+    import client
+
+    public = {f"client.{name}" for name in client.__all__}
+    bad = [f"{path.relative_to(REPO)} imports {name}" for path in _files("client/web")
+           for name in sorted(_imports(path))
+           if name.startswith("client.") and not name.startswith("client.web")
+           and name not in public]
+    assert not bad, bad
+
+
+def test_the_tools_and_tests_share_process_helpers_through_launch() -> None:
+    # launch/ (start, wait until ready, stop) is neutral: it knows no package of the
+    # project, and the tests' helpers do not reach into the benchmark tool for it.
+    assert not _offenders(_files("launch"), ("predictor", "client", "bench", "demo", "tests"))
+    assert not _offenders(_files("tests/support"), ("bench",))
 
 
 def test_the_model_side_knows_no_protocol_no_server_and_no_kserve() -> None:
@@ -125,7 +145,7 @@ def test_the_error_classes_know_no_pipeline() -> None:
     assert not _offenders([REPO / "predictor/errors.py"], ("predictor.pipeline",))
 
 
-@pytest.mark.parametrize("folder", ["predictor", "client", "bench", "demo"])
+@pytest.mark.parametrize("folder", ["predictor", "client", "bench", "demo", "launch"])
 def test_no_module_is_past_the_size_a_reader_takes_in(folder: str) -> None:
     long = [f"{p.relative_to(REPO)}: {n} lines" for p in _files(folder)
             if (n := p.read_text().count("\n")) > 450]

@@ -361,9 +361,3 @@ def test_raw_loop_measures_each_batch_size(random_model_dir: Path) -> None:
     assert result.img_per_s == pytest.approx(2 / result.seconds)
     assert 0 <= result.detections_per_image <= result.model_detections_per_image
 
-
-def test_a_server_that_cannot_start_fails_with_its_log(tmp_path: Path) -> None:
-    from bench import servers
-
-    with pytest.raises(servers.ServerFailed, match="No module named"):
-        servers.start("no_such_module_for_bench", [], tmp_path, timeout=30)
