@@ -361,3 +361,18 @@ def test_raw_loop_measures_each_batch_size(random_model_dir: Path) -> None:
     assert result.img_per_s == pytest.approx(2 / result.seconds)
     assert 0 <= result.detections_per_image <= result.model_detections_per_image
 
+
+
+def test_engines_are_checked_when_the_flags_are_parsed(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    # A typo in --engines used to fail only after the ~8-minute main run.
+    from bench import run
+
+    with pytest.raises(SystemExit):
+        run.parse_args(["--engines", "eager,torchscript"])
+    assert "unknown torchscript; choose from eager" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run.parse_args(["--engines", "openvino-int8"])
+    assert "--engines openvino-int8 needs --calibration-dir" in capsys.readouterr().err
+    assert run.parse_args(["--engines", "none"]).engines == []
+    assert run.parse_args([]).engines == ["eager", "openvino-fp32", "openvino"]
