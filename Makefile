@@ -23,10 +23,11 @@ DOCKER_RUN_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact versions of what predictor/server/compat.py patches.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[server,dev,web]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[server,int8,dev,web]'
 	touch $(STAMP)
 
 run: install  ## serve the detector on port $(HTTP_PORT) (HTTP) and $(GRPC_PORT) (gRPC)
@@ -38,7 +39,7 @@ web: install  ## the page and API on 127.0.0.1:$(WEB_PORT), in front of `make ru
 		--port $(WEB_PORT) $(WEB_ARGS)
 
 demo: install  ## detections on fresh synthetic pictures, drawn as PNGs under out/demo/
-	$(BIN)/python scripts/demo.py --url http://127.0.0.1:$(HTTP_PORT)
+	$(BIN)/python scripts/draw_demo.py --url http://127.0.0.1:$(HTTP_PORT)
 
 test: install  ## everything that runs on a machine without Docker engine, cluster or GPU
 	$(BIN)/python -m pytest tests -m "not container" $(PYTEST_ARGS)
@@ -98,12 +99,12 @@ kind-down:  ## delete the kind cluster
 	scripts/kind-e2e.sh down
 
 lint: install  ## ruff, mypy strict, then the dependency audit
-	$(BIN)/ruff check predictor client bench demo tests scripts
-	$(BIN)/mypy predictor client bench demo
-	$(MAKE) audit || echo "warning: pip-audit failed: findings above, or the advisory service is unreachable"
+	$(BIN)/ruff check predictor client bench demo launch tests scripts
+	$(BIN)/mypy predictor client bench demo launch
+	$(MAKE) audit
 
-audit: install  ## known vulnerabilities in the installed dependencies (needs PyPI's JSON API)
-	$(BIN)/pip-audit --progress-spinner off --skip-editable
+audit: install  ## known vulnerabilities in the installed dependencies: fails on a finding; says so when PyPI is unreachable
+	BIN=$(BIN) bash scripts/audit.sh
 
 proto:  ## regenerate client/protos/*_pb2*.py from inference.proto (pinned grpcio-tools)
 	PYTHON=$(PYTHON) bash scripts/gen-protos.sh

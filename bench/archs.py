@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from . import servers
+import launch
+
 from .engines import Bare, _rss_mb
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,9 @@ def per_picture(arch: str, folder: Path, cache: Path, rounds: int) -> dict[str, 
 def server_rate(folder: Path, flags: Sequence[str], clients: int, duration: float,
                 log_dir: Path) -> float:
     """Images/s of a server at ``clients`` clients, V2 binary, one 640x480 picture."""
-    from client.bench import Target, run_cell
+    from client.loadgen import Target, run_cell
 
-    server = servers.start("predictor", ["--model_dir", str(folder), *flags], log_dir)
+    server = launch.start("predictor", ["--model_dir", str(folder), *flags], log_dir)
     try:
         target = Target(url=server.url, grpc_target=server.grpc_target)
         cell = asyncio.run(run_cell(target, "v2bin", clients, [picture(480, 640)],
@@ -128,7 +129,7 @@ def shapes_and_start(arch: str, folder: Path, root: Path, log_dir: Path) -> dict
     for name, flags in (("eager", ["--no_cpu_accel"]), ("cold", ["--cache_dir", str(cache)]),
                         ("warm", ["--cache_dir", str(cache)])):
         begin = time.monotonic()
-        server = servers.start("predictor", ["--model_dir", str(folder), *flags], log_dir)
+        server = launch.start("predictor", ["--model_dir", str(folder), *flags], log_dir)
         out[f"ready_s_{name}"] = time.monotonic() - begin
         try:
             if name == "cold":

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.bench import Target, run_cell
-
-from . import servers
+import launch
+from client.loadgen import Target, run_cell
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +137,12 @@ def compare(names: Sequence[str], model_dir: str, images: list[bytes], *, client
         log.info("bare engine %s: loading", n)
         bare[n] = Bare(model_dir, engine_flags(n, calibration_dir))
         rows[n].summary = bare[n].engine.engine_report
-    started: dict[str, servers.ServerProcess] = {}
+    started: dict[str, launch.ServerProcess] = {}
     try:
         for n in names:
             log.info("server with engine %s: starting", n)
             begin = time.monotonic()
-            started[n] = servers.start(
+            started[n] = launch.start(
                 "predictor", ["--model_dir", model_dir, "--max_batch_size", str(clients),
                               "--warmup_batch_sizes", f"1,{clients}",
                               *engine_flags(n, calibration_dir)], log_dir, env=env)

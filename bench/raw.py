@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from client.bench import percentile
+from client.loadgen import percentile
 from predictor.config import DEMO_MODEL_DIR, ModelConfig
 from predictor.pipeline.engine import pick_device
 from predictor.pipeline.loader import load_model, save_model_folder

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from client.bench import CellResult, format_table
+from client.loadgen import CellResult, format_table
 
 # The goals (CPU, 8 clients, V2 binary, default flags): vs the better raw loop at batch 8,
 # vs the plain predictor at 8 clients, and latency at 1 client vs one raw batch-1 call.
@@ -225,3 +226,20 @@ def format_report(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def plan_line(log_dir: Path) -> str:
+    """Our server's start-up line naming its workers and threads, and why."""
+    for path in sorted(log_dir.glob("predictor-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if "inference worker(s) x" in line:
+                return line.split("INFO", 1)[-1].split("]", 1)[-1].strip()
+    return ""
+
+
+def threads_of(plan_line: str) -> str | None:
+    """``2 workers x 1`` from the plan line, for the table's threads column."""
+    words = plan_line.split()
+    if len(words) >= 5 and words[1].startswith("inference"):
+        return f"{words[0]}w x {words[4]}"
+    return None

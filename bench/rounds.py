@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.bench import CellResult
+from client.loadgen import CellResult
 
 from .report import RawResult
 

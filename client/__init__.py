@@ -19,6 +19,9 @@ Example::
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
+
 from ._async import AsyncDetectionClient
 from ._client import DetectionClient
 from ._config import PROTOCOLS, ClientConfig, Protocol
@@ -36,10 +39,21 @@ from ._exceptions import (
     Unauthorized,
     UnreadableInput,
 )
-from ._options import ENVIRONMENT_HELP, add_connection_arguments, config_from_args
+from ._options import (
+    ENVIRONMENT_HELP,
+    add_connection_arguments,
+    config_from_args,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from ._types import Detection, Health, ImageInput, ImageResult, ModelMetadata, TensorSpec
 
-__version__ = "0.1.0"
+try:  # the one version is pyproject.toml's, read from the installed distribution
+    __version__ = _version("kserve-detector")
+except _NotInstalled:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ENVIRONMENT_HELP",
@@ -69,4 +83,8 @@ __all__ = [
     "__version__",
     "add_connection_arguments",
     "config_from_args",
+    "fraction",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
 ]

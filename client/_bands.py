@@ -24,6 +24,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 Box = Sequence[float]
 
 BAND_NAMES = ("small", "medium", "large")
@@ -133,14 +135,22 @@ def band_index(value: float, edges: Sequence[float]) -> int:
     return sum(1 for edge in edges if value >= edge)
 
 
-def _iou(a: Box, b: Box) -> float:
-    ix = min(a[2], b[2]) - max(a[0], b[0])
-    iy = min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    inter = ix * iy
-    union = box_area(a) + box_area(b) - inter
-    return inter / union if union > 0 else 0.0
+def box_iou(a: Sequence[Box] | np.ndarray, b: Sequence[Box] | np.ndarray) -> np.ndarray:
+    """Pairwise IoU of ``x1, y1, x2, y2`` boxes: a ``len(a) x len(b)`` float64 array.
+
+    The project's one IoU for the client side and the tools (the demo script, the e2e
+    tests). The runtime keeps its own in ``predictor/pipeline/precision.py``, since the
+    runtime imports nothing of the client.
+    """
+    boxes_a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    boxes_b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
+    rb = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
+    area_a = np.prod(np.clip(boxes_a[:, 2:] - boxes_a[:, :2], 0.0, None), axis=1)
+    area_b = np.prod(np.clip(boxes_b[:, 2:] - boxes_b[:, :2], 0.0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.asarray(np.divide(inter, union, out=np.zeros_like(inter), where=union > 0))
 
 
 def match_image(truth: Sequence[tuple[Box, int]], detections: Sequence[tuple[Box, float, int]],
@@ -149,12 +159,13 @@ def match_image(truth: Sequence[tuple[Box, int]], detections: Sequence[tuple[Box
     found = [False] * len(truth)
     false = 0
     kept = sorted((d for d in detections if d[1] >= score_threshold), key=lambda d: -d[1])
-    for box, _score, label in kept:
+    ious = box_iou([d[0] for d in kept], [t[0] for t in truth])
+    for i, (_box, _score, label) in enumerate(kept):
         best, best_iou = -1, MATCH_IOU
-        for k, (gt_box, gt_label) in enumerate(truth):
+        for k, (_gt_box, gt_label) in enumerate(truth):
             if found[k] or int(gt_label) != int(label):
                 continue
-            iou = _iou(box, gt_box)
+            iou = float(ious[i, k])
             if iou >= best_iou:
                 best, best_iou = k, iou
         if best < 0:

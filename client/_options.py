@@ -13,8 +13,10 @@ from typing import Any
 
 from ._config import PROTOCOLS, ClientConfig
 
-__all__ = ["ENVIRONMENT_HELP", "add_connection_arguments", "config_from_args", "count",
-           "positive", "seconds"]
+# The argparse types are every command line's of this package: detect-client, its
+# bench command and detect-web.
+__all__ = ["ENVIRONMENT_HELP", "add_connection_arguments", "config_from_args", "fraction",
+           "non_negative_int", "positive_float", "positive_int"]
 
 #: The environment variables that give the connection flags their defaults, as a line
 #: for a parser's epilog.
@@ -49,9 +51,9 @@ def add_connection_arguments(parser: argparse.ArgumentParser,
     group.add_argument("--token", default=env.get("DETECT_CLIENT_TOKEN"),
                        help="bearer token (prefer DETECT_CLIENT_TOKEN: flags show in ps)")
     group.add_argument("--ca-file", metavar="PEM", help="CA certificate to trust for TLS")
-    group.add_argument("--timeout", type=seconds, default=30.0,
+    group.add_argument("--timeout", type=positive_float, default=30.0,
                        help="seconds per request (default: %(default)s)")
-    group.add_argument("--retries", type=count, default=3,
+    group.add_argument("--retries", type=non_negative_int, default=3,
                        help="retries on 429/503/unreachable, with backoff (default: %(default)s)")
 
 
@@ -68,31 +70,45 @@ def config_from_args(args: argparse.Namespace, **settings: Any) -> ClientConfig:
     )
 
 
-def seconds(text: str) -> float:
-    """argparse type: a number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
-    return value
-
-
-def count(text: str) -> int:
+def non_negative_int(text: str) -> int:
     """argparse type: a whole number, 0 or more."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number, 0 or more")
     return value
 
 
-def positive(text: str) -> int:
+def positive_int(text: str) -> int:
     """argparse type: a whole number, 1 or more."""
-    value = count(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number, 1 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (seconds, megabytes...)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number from 0 to 1 (a score threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number from 0 to 1")
     return value

@@ -29,8 +29,8 @@ from ._options import (
     ENVIRONMENT_HELP,
     add_connection_arguments,
     config_from_args,
-    positive,
-    seconds,
+    positive_float,
+    positive_int,
 )
 
 __all__ = ["EXIT_CODES_HELP", "build_parser", "exit_code_for", "main"]
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.set_defaults(command=_detect)
 
     health = add("health", "check that the server is live and the model ready")
-    health.add_argument("--wait", type=seconds, metavar="SECONDS",
+    health.add_argument("--wait", type=positive_float, metavar="SECONDS",
                         help="poll until the model is ready, for at most SECONDS")
     health.set_defaults(command=_health)
 
@@ -146,14 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--recall-threshold", type=float, default=0.5, metavar="S",
                           help="score a detection needs to count in the recall by size "
                                "(default: %(default)s, the server's default threshold)")
-    evaluate.add_argument("--view", type=positive, default=320, metavar="PX",
+    evaluate.add_argument("--view", type=positive_int, default=320, metavar="PX",
                           help="size bands measure an object's larger side with the picture "
                                "resized to PX x PX, as a 320 px SSD sees it "
                                "(default: %(default)s)")
     evaluate.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     evaluate.set_defaults(command=_evaluate)
 
-    # Listed for --help only: main() hands `bench ...` to client.bench before parsing.
+    # Listed for --help only: main() hands `bench ...` to client.loadgen before parsing.
     sub.add_parser("bench", help="load-test the server (see `detect-client bench --help`)",
                    add_help=False)
     return parser
@@ -172,11 +172,11 @@ def _add_detect_options(parser: argparse.ArgumentParser,
                         metavar="S", help="lowest score to keep (default: the server's)"
                         if default_threshold is None else "lowest score to keep "
                         "(default: %(default)s)")
-    parser.add_argument("--max-detections", type=positive, metavar="N",
+    parser.add_argument("--max-detections", type=positive_int, metavar="N",
                         help="most detections per image (default: the server's)")
     parser.add_argument("--classes", metavar="NAMES",
                         help="comma-separated class names to keep, e.g. circle,square")
-    parser.add_argument("--batch-size", type=positive, default=8, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                         help="images per request (default: %(default)s)")
 
 
@@ -314,7 +314,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    return int(_command_module("bench").main(argv) or 0)
+    return int(_command_module("loadgen").main(argv) or 0)
 
 
 def _command_module(name: str) -> Any:

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ._bands import BandRecall, SizeRecall, recall_by_size
+from ._bands import BandRecall, SizeRecall, box_iou, recall_by_size
 
-__all__ = ["BandRecall", "ClassResult", "Report", "SizeRecall", "evaluate_detections",
+__all__ = ["BandRecall", "ClassResult", "Report", "SizeRecall", "box_iou", "evaluate_detections",
            "image_sizes", "load_coco", "recall_by_size", "require_pycocotools", "run"]
 
 Box = Sequence[float]

@@ -23,8 +23,7 @@ from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput
 
 __all__ = ["BadRequest", "InternalError", "InvalidInput", "NotFound", "NotReady", "Overloaded",
-           "ServiceError", "ShuttingDownError", "TimedOut", "VersionNotFound", "batch_failure",
-           "client_error"]
+           "ServiceError", "ShuttingDownError", "TimedOut", "VersionNotFound", "client_error"]
 
 
 class ServiceError(GrpcException):
@@ -91,32 +90,6 @@ class NotReady(ServiceError):
 
     status_code = StatusCode.UNAVAILABLE
     http_status = 503
-
-
-def batch_failure(exc: Exception, request_timeout_ms: float) -> tuple[str, ServiceError]:
-    """A failure of the batcher or the model, worded for the caller: (metric reason, error)."""
-    from .pipeline import batcher
-    from .pipeline.engine import OutOfMemory
-
-    if isinstance(exc, batcher.QueueFull):
-        if exc.by == "cost":
-            msg = (f"server busy: queued images hold {exc.queued / 1e6:.0f} megapixels; "
-                   f"the limit is {exc.limit / 1e6:.0f} (4 x --max_batch_pixels)")
-        else:
-            msg = (f"server busy: {exc.queued} images queued; the limit is {exc.limit} "
-                   f"(--max_queue_size)")
-        return "overloaded", Overloaded(f"{msg}; retry after {exc.retry_after} s",
-                                        retry_after=exc.retry_after)
-    if isinstance(exc, batcher.DeadlineExceeded):
-        return "timeout", TimedOut(f"{exc} (--request_timeout_ms {request_timeout_ms:g})")
-    if isinstance(exc, batcher.ShuttingDown):
-        return "shutting_down", ShuttingDownError(str(exc), retry_after=1)
-    if isinstance(exc, OutOfMemory):
-        # The batcher already retried in smaller batches: this image fails even alone.
-        return "out_of_memory", Overloaded(
-            "an image of this request does not fit in the device's memory, even in a batch "
-            "of its own; send smaller images (or lower --max_image_pixels)")
-    return "internal", InternalError("inference failed; the server log has the details")
 
 
 def client_error(exc: Exception) -> tuple[str | None, ServiceError] | None:

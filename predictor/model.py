@@ -20,7 +20,13 @@ from kserve import Model
 from kserve.errors import InvalidInput
 
 from .config import ServerConfig
-from .errors import InternalError, batch_failure
+from .errors import (
+    InternalError,
+    Overloaded,
+    ServiceError,
+    ShuttingDownError,
+    TimedOut,
+)
 from .metrics import Metrics
 from .pipeline import batcher as batching
 from .pipeline.decode import DecodeError, ImageLimits
@@ -32,8 +38,8 @@ from .pipeline.detections import (
     RequestOptions,
     select,
 )
-from .pipeline.engine import Engine, Image, image_size
-from .pipeline.images import ImageDecoder, pixels
+from .pipeline.engine import Engine, OutOfMemory
+from .pipeline.images import Image, ImageDecoder, image_size, pixels
 from .protocol import Request, V2Answer, v1, v2
 from .protocol.options import parse_options
 
@@ -44,6 +50,29 @@ def _aspect_bucket(img: Image) -> int:
     """Aspect ratio in half-octave steps: 4:3 and 3:2 share a bucket, 16:9 and 9:16 don't."""
     height, width = image_size(img)
     return round(2 * math.log2(width / height))
+
+
+def batch_failure(exc: Exception, request_timeout_ms: float) -> tuple[str, ServiceError]:
+    """A failure of the batcher or the model, worded for the caller: (metric reason, error)."""
+    if isinstance(exc, batching.QueueFull):
+        if exc.by == "cost":
+            msg = (f"server busy: queued images hold {exc.queued / 1e6:.0f} megapixels; "
+                   f"the limit is {exc.limit / 1e6:.0f} (4 x --max_batch_pixels)")
+        else:
+            msg = (f"server busy: {exc.queued} images queued; the limit is {exc.limit} "
+                   f"(--max_queue_size)")
+        return "overloaded", Overloaded(f"{msg}; retry after {exc.retry_after} s",
+                                        retry_after=exc.retry_after)
+    if isinstance(exc, batching.DeadlineExceeded):
+        return "timeout", TimedOut(f"{exc} (--request_timeout_ms {request_timeout_ms:g})")
+    if isinstance(exc, batching.ShuttingDown):
+        return "shutting_down", ShuttingDownError(str(exc), retry_after=1)
+    if isinstance(exc, OutOfMemory):
+        # The batcher already retried in smaller batches: this image fails even alone.
+        return "out_of_memory", Overloaded(
+            "an image of this request does not fit in the device's memory, even in a batch "
+            "of its own; send smaller images (or lower --max_image_pixels)")
+    return "internal", InternalError("inference failed; the server log has the details")
 
 
 @dataclass

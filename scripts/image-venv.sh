@@ -10,7 +10,9 @@
 #       the project from SOURCE into /opt/app without dependencies, then the PACKAGEs
 #       named removed from it (the web image drops the predictor).
 #
-# pip trusts /tmp/build/ca.crt when scripts/image.sh put the host's CA bundle there.
+# pip trusts /tmp/build/ca.crt when scripts/image.sh put the host's CA bundle there, and
+# installs the versions /tmp/build/constraints.txt pins (PIP_CONSTRAINT, set by the
+# Dockerfile's build-base stage).
 set -euo pipefail
 
 if [[ -f /tmp/build/ca.crt ]]; then

@@ -4,8 +4,9 @@
 #
 # Skips the build when an image for the same sources already exists: every build
 # is tagged IMAGE:src-<hash> and labelled io.kserve-detector.source-hash, where the
-# hash covers the Dockerfile, .dockerignore, pyproject.toml, README, predictor/,
-# client/, the target, the variant, the torch index and the base image's id.
+# hash covers the Dockerfile, .dockerignore, pyproject.toml, constraints.txt (the pinned
+# versions), README, predictor/, client/, the target, the variant, the extras, the torch
+# index and the base image's id.
 # Prints the image reference (IMAGE:TAG) as the last line of stdout; logs go to stderr.
 #
 # Environment:
@@ -19,6 +20,8 @@
 #   VARIANT          cpu | gpu | auto (default auto: cpu when PyTorch's CPU wheel index
 #                    answers, else gpu, the CUDA build that PyPI serves)
 #   TORCH_INDEX_URL  index for torch/torchvision (default: the variant's, see Dockerfile)
+#   SERVER_EXTRAS    pyproject extras in the predictor's venv (default server; server,int8
+#                    adds NNCF for --cpu_precision int8)
 #   CA_BUNDLE        CA bundle pip inside the build must trust (default: pip's `cert`
 #                    setting or PIP_CERT, else /etc/ssl/certs/ca-certificates.crt)
 #   FORCE            1 = build even when the hash-tagged image exists
@@ -36,6 +39,7 @@ BASE_IMAGE="${BASE_IMAGE:-$DEFAULT_BASE}"
 VARIANT="${VARIANT:-auto}"
 TARGET="${TARGET:-}"
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-}"
+SERVER_EXTRAS="${SERVER_EXTRAS:-server}"
 CPU_INDEX="https://download.pytorch.org/whl/cpu"
 FORCE="${FORCE:-0}"
 KEEP_OLD="${KEEP_OLD:-0}"
@@ -108,8 +112,10 @@ source_hash() {
     {
         printf 'variant=%s\nindex=%s\nbase=%s\n' "$VARIANT" "$TORCH_INDEX_URL" "$BASE_ID"
         [[ -z "$TARGET" ]] || printf 'target=%s\n' "$TARGET"
+        [[ "$SERVER_EXTRAS" == server ]] || printf 'extras=%s\n' "$SERVER_EXTRAS"
         local paths=() p
-        for p in Dockerfile .dockerignore pyproject.toml README.md LICENSE scripts/image-venv.sh predictor client; do
+        for p in Dockerfile .dockerignore pyproject.toml constraints.txt README.md LICENSE \
+                 scripts/image-venv.sh predictor client; do
             [[ -e "$p" ]] && paths+=("$p")
         done
         find "${paths[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.py[cod]' \
@@ -131,6 +137,7 @@ else
         --build-arg BASE_IMAGE="$BASE_IMAGE" \
         --build-arg VARIANT="$VARIANT" \
         --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" \
+        --build-arg SERVER_EXTRAS="$SERVER_EXTRAS" \
         --label io.kserve-detector.source-hash="$HASH" \
         --label org.opencontainers.image.base.name="$BASE_IMAGE" \
         -t "$HASH_TAG" "$ROOT" >&2

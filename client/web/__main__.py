@@ -14,7 +14,15 @@ import os
 import sys
 from collections.abc import Sequence
 
-from client import ENVIRONMENT_HELP, ConfigError, add_connection_arguments, config_from_args
+from client import (
+    ENVIRONMENT_HELP,
+    ConfigError,
+    add_connection_arguments,
+    config_from_args,
+    fraction,
+    positive_float,
+    positive_int,
+)
 
 from .settings import (
     DEFAULT_INFERENCE_DEVICE,
@@ -49,20 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=env.get("DETECT_WEB_HOST", "127.0.0.1"),
                        help="address to listen on; 0.0.0.0 for every interface "
                             "(default: %(default)s)")
-    serve.add_argument("--port", type=whole_number,
+    serve.add_argument("--port", type=positive_int,
                        default=int(env.get("DETECT_WEB_PORT", "8000")),
                        help="port to listen on (default: %(default)s)")
-    serve.add_argument("--max-files", type=whole_number, default=16,
+    serve.add_argument("--max-files", type=positive_int, default=16,
                        help="most pictures per request (default: %(default)s)")
-    serve.add_argument("--max-upload-mb", type=number, default=32.0, metavar="MB",
+    serve.add_argument("--max-upload-mb", type=positive_float, default=32.0, metavar="MB",
                        help="largest request body in MiB (default: %(default)s)")
-    serve.add_argument("--max-backoff", type=number, default=5.0, metavar="SECONDS",
+    serve.add_argument("--max-backoff", type=positive_float, default=5.0, metavar="SECONDS",
                        help="longest wait before a retry, also the cap on the service's "
                             "Retry-After (default: %(default)s)")
-    serve.add_argument("--health-interval", type=number, default=5.0,
+    serve.add_argument("--health-interval", type=positive_float, default=5.0,
                        metavar="SECONDS", help="seconds between two readiness probes of the "
                                                "inference service (default: %(default)s)")
-    serve.add_argument("--max-in-flight", "--max_in_flight", type=whole_number,
+    serve.add_argument("--max-in-flight", "--max_in_flight", type=positive_int,
                        default=DEFAULT_MAX_IN_FLIGHT, metavar="N",
                        help="most pictures held at once, all routes together; beyond it an "
                             "immediate 503 + Retry-After (default: %(default)s, the inference "
@@ -87,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                            default=DEFAULT_MIN_SCORE_THRESHOLD, metavar="S",
                            help="the inference service's --min_score_threshold: a lower "
                                 "min_confidence is raised to it (default: %(default)s)")
-    deepstack.add_argument("--max-predictions", "--max_predictions", type=whole_number,
+    deepstack.add_argument("--max-predictions", "--max_predictions", type=positive_int,
                            default=DEFAULT_MAX_PREDICTIONS, metavar="N",
                            help="most predictions in one DeepStack answer, the highest "
                                 "confidences kept; Frigate holds 20 (default: %(default)s)")
@@ -97,35 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
                                 "CodeProject.AI answers show in inferenceDevice "
                                 "(default: %(default)s)")
     return parser
-
-
-def whole_number(text: str) -> int:
-    """argparse type: a whole number, 1 or more."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number, 1 or more")
-    return int(text)
-
-
-def number(text: str) -> float:
-    """argparse type: a number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
-    return value
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number from 0 to 1")
-    return value
 
 
 def settings_from_args(args: argparse.Namespace) -> WebSettings:

@@ -113,7 +113,7 @@ class ServiceMonitor:
         """Probes once and records the result."""
         try:
             health = await asyncio.wait_for(self._probe(), self._timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             state = ServiceState("unreachable", f"the inference service did not answer a "
                                                 f"readiness probe within {self._timeout:g} s",
                                  time.time())

@@ -221,7 +221,7 @@ class Batcher(Generic[T, R]):
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         if self._group_key is not None:
             self._group_front()

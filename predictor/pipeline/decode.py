@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..config import Limits
+
 # Formats a detector is ever sent; others (TIFF, PSD, EPS...) widen the attack surface.
 # MPO is how PIL names a JPEG with an MP Format extension (most phone cameras write one).
 ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF")
@@ -40,10 +42,10 @@ class DecodeError(ValueError):
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """The size limits one image must meet."""
+    """The size limits one image must meet (defaults: the flags', from the configuration)."""
 
-    max_pixels: int = 40_000_000
-    max_side: int = 16_384
+    max_pixels: int = Limits.max_image_pixels
+    max_side: int = Limits.max_image_side
 
 
 def check_size(width: int, height: int, limits: ImageLimits, where: str) -> None:

@@ -15,6 +15,7 @@ from ..config import DEMO_MODEL_DIR, ModelConfig
 from .bn_fold import fuse_conv_bn
 from .decode import Scaled
 from .detections import RawDetections
+from .images import Image
 from .loader import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -31,21 +32,6 @@ def pick_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
-
-
-Image = np.ndarray | torch.Tensor | Scaled
-"""An image for :meth:`Engine.run`: ``H x W x 3`` uint8 numpy, ``3 x H x W`` uint8 torch
-(what :meth:`Engine.decode_jpeg` returns, already on the device), or a JPEG decoded at
-reduced scale (:class:`Scaled`, boxes reported in the picture's own pixels)."""
-
-
-def image_size(img: Image) -> tuple[int, int]:
-    """(height, width) of the picture as sent, whatever its form."""
-    if isinstance(img, Scaled):
-        return img.size
-    if isinstance(img, torch.Tensor):
-        return int(img.shape[1]), int(img.shape[2])
-    return int(img.shape[0]), int(img.shape[1])
 
 
 def _to_chw_float(img: Image, device: torch.device) -> torch.Tensor:
@@ -95,12 +81,6 @@ class Engine:
         self.device = torch.device("cpu")
         self.engine_report = ""  # the CPU engine's log line
         self.cpu_report: Any = None  # cpu_engine.Report, when the CPU engine was tried
-
-    @property
-    def labels(self) -> list[str]:
-        """Class names, id 0 first."""
-        assert self.loaded is not None, "load() first"
-        return self.loaded.labels
 
     def load(self) -> LoadedModel:
         """Loads the weights and moves the model to its device; idempotent."""

@@ -12,6 +12,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
@@ -19,12 +20,30 @@ from .decode import (
     DecodeError,
     ImageLimits,
     ImageSource,
+    Scaled,
     check_pixels,
     decode_for_model,
     is_plain_jpeg,
     open_checked,
 )
-from .engine import Image, image_size
+
+if TYPE_CHECKING:  # torch stays out of this module: only engine.py needs it at run time
+    import torch
+
+Image: TypeAlias = "np.ndarray | torch.Tensor | Scaled"
+"""An image for :meth:`~predictor.pipeline.engine.Engine.run`: ``H x W x 3`` uint8 numpy,
+``3 x H x W`` uint8 torch (what ``Engine.decode_jpeg`` returns, already on the device),
+or a JPEG decoded at reduced scale (:class:`Scaled`, boxes reported in the picture's own
+pixels)."""
+
+
+def image_size(img: Image) -> tuple[int, int]:
+    """(height, width) of the picture as sent, whatever its form."""
+    if isinstance(img, Scaled):
+        return img.size
+    if isinstance(img, np.ndarray):
+        return int(img.shape[0]), int(img.shape[1])
+    return int(img.shape[1]), int(img.shape[2])  # a torch tensor, channels first
 
 
 def pixels(img: Image) -> int:

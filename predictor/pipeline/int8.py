@@ -55,7 +55,7 @@ def quantized(model: nn.Module, graph: Any, check_dir: str | None, folder: Path 
     try:
         quantized = prec.quantize(graph, model_inputs(model, pictures))
     except ImportError:
-        refused.append("int8 refused: NNCF is not installed (pip install nncf)")
+        refused.append("int8 refused: NNCF is not installed (pip install 'kserve-detector[int8]')")
         return None
     if path is not None:
         ov.save_model(quantized, str(path), compress_to_fp16=False)

@@ -1,9 +1,9 @@
 """KServe's edge: where a request enters the server, in the order it travels.
 
-    guard.py           ASGI middleware: request id, body limit, gzip, disconnects, catch-all
+    rest_middleware.py ASGI middleware: request id, body limit, gzip, disconnects, catch-all
     rest_routes.py     V1 predict, V2 infer and metadata over REST, every error as {"error"}
     grpc_servicer.py   KServe's gRPC servicer with our ModelInfer and ModelMetadata
-    served.py          what both transports share: request-id header, served-model lookup
+    served.py          what both transports share: request id, served model, refusal log
     shutdown.py        SIGTERM: not ready, drain REST and gRPC together
     compat.py          installs all of the above into KServe's ModelServer (every patch)
 

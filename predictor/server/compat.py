@@ -1,8 +1,10 @@
 """Every change this server makes to KServe's and uvicorn's behaviour, installed in one place.
 
-Written against kserve 0.21.0 (the version ``pyproject.toml`` pins); :func:`install`
-logs a warning when another version is installed, and a test fails when the pin moves,
-so that each item below is checked again on an upgrade:
+Written against kserve 0.21.0 and the versions of uvicorn, httptools, fastapi, starlette,
+orjson and grpc-interceptor in :data:`WRITTEN_FOR` (the ones ``constraints.txt`` pins, since
+kserve's own ranges are loose); :func:`install` logs a warning naming each package whose
+installed version differs, and a test fails when a pin moves, so that each item below is
+checked again on an upgrade:
 
 1. REST inference and metadata routes of our own, ahead of KServe's
    (predictor.server.rest_routes): KServe's pydantic request model refuses list
@@ -12,7 +14,7 @@ so that each item below is checked again on an upgrade:
 2. The gRPC servicer replaced by a subclass (predictor.server.grpc_servicer): KServe
    ignores the requested outputs, lacks ``double_param``, has no version in metadata, and
    its interceptor logs every client error with a traceback.
-3. The guard middleware (predictor.server.guard), ``{"error": ...}`` for every error (404
+3. The guard middleware (predictor.server.rest_middleware), ``{"error": ...}`` for every error (404
    and 405 too), and KServe's handlers for bad input and unknown or unready models
    replaced by ones that do not log a traceback for a client's mistake.
 4. KServe's gRPC server reads its message limit from the module-level ``args``.
@@ -30,27 +32,41 @@ from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
+from ..config import Limits
+
 log = logging.getLogger(__name__)
 
-WRITTEN_FOR = "0.21.0"
+WRITTEN_FOR = {
+    "kserve": "0.21.0",  # its ModelServer, REST server, gRPC servicer and handlers
+    "uvicorn": "0.55.0",  # Server.handle_exit, the httptools protocol's callbacks
+    "httptools": "0.9.0",  # the parser whose callbacks cap_request_head wraps
+    "fastapi": "0.165.0",  # KServe's app, where the routes and handlers go
+    "starlette": "1.10.0",  # the middleware and HTTPException the guard and routes use
+    "orjson": "3.13.0",  # KServe's JSON, which the REST routes write alike
+    "grpc-interceptor": "0.15.4",  # GrpcException, how KServe's interceptor maps errors
+}
+"""Each package these replacements reach into, and the version they were written for."""
 
 
-def kserve_version_ok() -> bool:
-    """Whether the installed kserve is the one these replacements were written for."""
-    installed = version("kserve")
-    if installed != WRITTEN_FOR:
-        log.warning("kserve %s is installed; predictor.server.compat was written for %s: check "
-                    "each replacement it lists still applies", installed, WRITTEN_FOR)
-        return False
-    log.info("kserve %s: installing this server's REST routes, gRPC servicer and shutdown hook",
-             installed)
-    return True
+def versions_ok() -> bool:
+    """Whether every patched package is installed at the version in :data:`WRITTEN_FOR`."""
+    ok = True
+    for package, expected in WRITTEN_FOR.items():
+        installed = version(package)
+        if installed != expected:
+            log.warning("%s %s is installed; predictor.server.compat was written for %s: check "
+                        "each replacement it lists still applies", package, installed, expected)
+            ok = False
+    if ok:
+        log.info("kserve %s, uvicorn %s: installing this server's REST routes, gRPC servicer "
+                 "and shutdown hook", WRITTEN_FOR["kserve"], WRITTEN_FOR["uvicorn"])
+    return ok
 
 
 def install(server: Any, model: Any, *, max_body_bytes: int, grace_period: float,
             on_reject: Callable[[str], None] | None = None,
             on_disconnect: Callable[[], None] | None = None,
-            max_header_bytes: int = 32 * 1024) -> None:
+            max_header_bytes: int = Limits.max_header_bytes) -> None:
     """Installs every replacement; call after building the ModelServer, before ``start``."""
     import uvicorn
     from kserve import model_server as ks
@@ -60,7 +76,7 @@ def install(server: Any, model: Any, *, max_body_bytes: int, grace_period: float
     from .grpc_servicer import DetectorServicer
     from .shutdown import GracefulShutdown
 
-    kserve_version_ok()
+    versions_ok()
     rest_routes.install(ks.app, server.dataplane, max_body_bytes, on_reject=on_reject,
                         on_disconnect=on_disconnect, max_header_bytes=max_header_bytes)
     cap_request_head(max_header_bytes)
@@ -102,14 +118,14 @@ def install(server: Any, model: Any, *, max_body_bytes: int, grace_period: float
 def cap_request_head(limit: int) -> None:
     """Stops uvicorn's httptools parser from keeping a request head past ``limit`` bytes.
 
-    uvicorn (0.55, ``protocols/http/httptools_impl.py``) appends every header line and URL
+    uvicorn (``protocols/http/httptools_impl.py``) appends every header line and URL
     chunk it parses, with no bound. Past ``limit`` the request keeps none of the rest and
-    carries the :data:`~predictor.server.guard.HEAD_CUT` marker instead, which the guard
+    carries the :data:`~predictor.server.rest_middleware.HEAD_CUT` marker instead, which the guard
     answers with 431. (uvicorn's h11 parser has its own, smaller bound.)
     """
     from uvicorn.protocols.http import httptools_impl
 
-    from .guard import HEAD_CUT
+    from .rest_middleware import HEAD_CUT
 
     proto: Any = httptools_impl.HttpToolsProtocol
     if getattr(proto, "_detector_head_cap", None) == limit:

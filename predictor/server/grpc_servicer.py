@@ -19,8 +19,7 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 
 from ..errors import InternalError, client_error
 from ..protocol import V2Answer, grpc_v2
-from .guard import log_refusal
-from .served import REQUEST_ID, ServedModel, check_version, served_model
+from .served import REQUEST_ID, ServedModel, check_version, log_refusal, served_model
 
 log = logging.getLogger(__name__)
 

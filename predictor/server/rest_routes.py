@@ -3,7 +3,7 @@
 :class:`InferenceRoutes` serves V1 predict, V2 infer and V2 metadata: bodies are parsed
 by :mod:`predictor.protocol` (no pydantic model in the way) and answers encoded there
 too. The error handlers make every error body ``{"error": ...}``, 404 and 405 included.
-:func:`install` adds these and the :class:`~predictor.server.guard.RequestGuard`.
+:func:`install` adds these and the :class:`~predictor.server.rest_middleware.RequestGuard`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.protocol.dataplane import DataPlane
 from starlette.exceptions import HTTPException
 
+from ..config import Limits
 from ..errors import ServiceError, client_error
 from ..protocol import RequestError, V2Answer, rest
-from .guard import OnReject, RequestGuard
+from .rest_middleware import OnReject, RequestGuard
 from .served import MODEL_VERSION, ServedModel, check_version, served_model
 
 
@@ -132,7 +133,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def install(app: FastAPI, dataplane: DataPlane, max_body_bytes: int,
             on_reject: OnReject | None = None,
             on_disconnect: Callable[[], None] | None = None,
-            max_header_bytes: int = 32 * 1024) -> None:
+            max_header_bytes: int = Limits.max_header_bytes) -> None:
     """Adds the guard, the routes and the error handlers to KServe's app.
 
     KServe adds its own handlers when it starts; call :func:`install_error_handlers`

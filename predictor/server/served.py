@@ -1,4 +1,5 @@
-"""What both transports share: the request-id header, and which model may take a request.
+"""What both transports share: the request-id header, which model may take a request, and
+the one log line a refusal leaves.
 
 Neutral ground between :mod:`predictor.server.rest_routes` and
 :mod:`predictor.server.grpc_servicer`, so that neither imports the other.
@@ -6,6 +7,7 @@ Neutral ground between :mod:`predictor.server.rest_routes` and
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from kserve.errors import ModelNotReady
@@ -13,6 +15,8 @@ from kserve.protocol.dataplane import DataPlane
 
 from ..config import Limits
 from ..errors import VersionNotFound
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID = "x-request-id"
 MODEL_VERSION = "x-model-version"
@@ -47,3 +51,8 @@ def check_version(model: ServedModel, version: str) -> None:
     if version and version != model.version:
         raise VersionNotFound(f"model {model.name} has no version {version!r}; it serves "
                               f"version {model.version!r}")
+
+
+def log_refusal(request_id: str, route: str, status: int | str, reason: str) -> None:
+    """The one line a client's mistake leaves in the log."""
+    log.info("request %s %s -> %s: %s", request_id, route, status, reason[:300])

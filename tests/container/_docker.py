@@ -44,6 +44,19 @@ def docker(*args: str, timeout: float = 120,
     return proc
 
 
+def pip_left_in(image: str) -> list[str]:
+    """Every pip anywhere in the image: packages, commands, the wheels ensurepip installs.
+
+    Run with ``find`` over the whole root filesystem, not only the venv's interpreter: the
+    base image's Python has a pip of its own.
+    """
+    find = ("find / -xdev \\( -name pip -o -name 'pip[0-9]*' -o -name 'pip-*' \\) "
+            "-not -path '/proc/*' 2>/dev/null; true")
+    proc = docker("run", "--rm", "--user", "0", "--entrypoint", "sh", image, "-c", find,
+                  timeout=300)
+    return proc.stdout.split()
+
+
 def ensure_engine() -> None:
     """Starts (installing if needed) a Docker engine, or raises DockerUnavailable."""
     try:

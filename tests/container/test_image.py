@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from ._docker import Container, docker
+from ._docker import Container, docker, pip_left_in
 from ._wire import v1_predict
 
 pytestmark = pytest.mark.container
@@ -30,14 +30,17 @@ def test_image_declares_how_it_runs(detector_image: str) -> None:
 
 
 def test_runtime_stage_carries_no_build_tools(detector_image: str) -> None:
-    """No pip, no project sources and no build CA bundle end up in the runtime image."""
+    """No project sources, no build CA bundle, no client/ and no pip anywhere in the image."""
     script = ("import importlib.util, os, sys; "
               "bad = [p for p in ('/tmp/build', '/tmp/src', '/tmp/tools') if os.path.exists(p)]; "
-              "bad += ['pip'] if importlib.util.find_spec('pip') else []; "
+              "bad += [m for m in ('pip', 'client', 'nncf') if importlib.util.find_spec(m)]; "
+              "bad += [n for n in os.listdir('/opt/app') if not n.startswith('predictor') "
+              "and not n.endswith('.dist-info')]; "
               "print(bad); sys.exit(1 if bad else 0)")
     proc = docker("run", "--rm", "--entrypoint", "python", detector_image, "-c", script,
                   check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert pip_left_in(detector_image) == []
 
 
 def test_runs_as_uid_1000(demo_container: Container) -> None:
@@ -57,7 +60,8 @@ def test_serves_with_read_only_root(demo_container: Container) -> None:
     """With --read-only and a /tmp tmpfs it serves, and really cannot write elsewhere."""
     host_config = demo_container.inspect()["HostConfig"]
     assert host_config["ReadonlyRootfs"] is True
-    assert demo_container.exec("touch", "/home/predictor/x").returncode != 0
+    assert demo_container.exec("test", "-d", "/home/app").returncode == 0
+    assert demo_container.exec("touch", "/home/app/x").returncode != 0
     assert demo_container.exec("touch", "/tmp/x").returncode == 0
     health = httpx.get(f"{demo_container.http_url}/v2/health/live", timeout=5)
     assert health.status_code == 200

@@ -15,7 +15,7 @@ import pytest
 
 from client import DetectionClient
 
-from ._docker import HARDENED, Container, build_image, docker, running
+from ._docker import HARDENED, Container, build_image, docker, pip_left_in, running
 
 pytestmark = pytest.mark.container
 
@@ -95,6 +95,7 @@ def test_web_image_holds_the_client_only(web_image: str) -> None:
               "if u.find_spec(m)]; import client.web.app; print(bad); sys.exit(1 if bad else 0)")
     proc = docker("run", "--rm", "--entrypoint", "python", web_image, "-c", script, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert pip_left_in(web_image) == []
     size_mb = int(docker("image", "inspect", "-f", "{{.Size}}", web_image).stdout) / 1e6
     print(f"\n[web image] {web_image}: {size_mb:.0f} MB")
     assert size_mb < WEB_IMAGE_MAX_MB
@@ -105,7 +106,8 @@ def test_runs_as_uid_1000_with_a_read_only_root(lone_web: Container) -> None:
     assert lone_web.exec("id", "-u").stdout.strip() == "1000"
     cmdline = lone_web.exec("cat", "/proc/1/cmdline").stdout.split("\0")
     assert cmdline[:3] == ["python", "-m", "client.web"]
-    assert lone_web.exec("touch", "/home/web/x").returncode != 0
+    assert lone_web.exec("test", "-d", "/home/app").returncode == 0
+    assert lone_web.exec("touch", "/home/app/x").returncode != 0
     assert lone_web.exec("touch", "/tmp/x").returncode != 0
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.servers import free_port
+from launch import free_port
 from predictor import cpus
 from predictor.config import DEMO_MODEL_DIR
 

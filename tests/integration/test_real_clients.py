@@ -88,7 +88,7 @@ def test_the_pooled_connection_survives_a_server_error(unused_port: int) -> None
     from fastapi import FastAPI
     from kserve.errors import generic_exception_handler
 
-    from predictor.server.guard import RequestGuard
+    from predictor.server.rest_middleware import RequestGuard
 
     app = FastAPI()
 

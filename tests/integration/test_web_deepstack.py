@@ -28,8 +28,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import launch
 from client import DetectionClient, ImageResult
-from client.bench import metric_totals
+from client.loadgen import metric_totals
 from demo.synthetic import make_sample
 from tests.support.deepstack_clients import (
     FRIGATE_ROWS,
@@ -83,13 +84,8 @@ class Inference:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            launch.stop(self.proc, 30)
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None

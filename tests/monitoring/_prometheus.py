@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+import launch
+
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "manifests" / "monitoring"
 NAMESPACE = "ml"
@@ -104,13 +106,7 @@ class Prometheus:
         return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        launch.stop(self.proc, 20)
 
 
 def start_prometheus(workdir: Path, target: str, rule_file: Path | None = None) -> Prometheus:
@@ -134,7 +130,7 @@ def run_prometheus(workdir: Path, config: dict[str, Any]) -> Prometheus:
     """Prometheus with this configuration on a free 127.0.0.1 port, once it is ready."""
     import yaml
 
-    from bench.servers import ServerFailed, wait_ready
+    from launch import ServerFailed, wait_ready
     from tests.support.servers import free_port
 
     binary = need("prometheus")

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from bench.servers import free_port
+from launch import free_port
 
 
 @contextlib.contextmanager

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.servers import ServerProcess, start
-from bench.servers import free_port as free_port  # re-exported for the tests
+from launch import ServerProcess, start
+from launch import free_port as free_port  # re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MODEL_DIR = REPO / "predictor" / "demo" / "model"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.servers import ServerFailed, free_port, wait_ready
+from launch import ServerFailed, free_port, stop, wait_ready
 
 # The checkout these tests are in: the backend runs from its root, so it is this
 # checkout's code (not whichever one the virtualenv installed) that is tested.
@@ -37,14 +36,7 @@ class WebApp:
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM (SIGKILL if it lingers); returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return int(self.proc.returncode)
+        return stop(self.proc, timeout)
 
 
 def start_web(inference_url: str, log_dir: Path, *args: str,

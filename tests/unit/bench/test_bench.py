@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from client import bench
-from client.bench import CellResult, Target
+from client.loadgen import CellResult, Target
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -257,7 +257,7 @@ def test_rounds_pair_the_ratios_and_keep_the_median_round() -> None:
 # ---- runs ----------------------------------------------------------------------------
 
 def test_client_bench_imports_neither_torch_nor_kserve_nor_the_predictor() -> None:
-    code = ("import sys, client.bench as b; b.generated_images(1, (64, 48)); "
+    code = ("import sys, client.loadgen as b; b.generated_images(1, (64, 48)); "
             "bad = [m for m in ('torch', 'kserve', 'predictor') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
@@ -362,8 +362,17 @@ def test_raw_loop_measures_each_batch_size(random_model_dir: Path) -> None:
     assert 0 <= result.detections_per_image <= result.model_detections_per_image
 
 
-def test_a_server_that_cannot_start_fails_with_its_log(tmp_path: Path) -> None:
-    from bench import servers
 
-    with pytest.raises(servers.ServerFailed, match="No module named"):
-        servers.start("no_such_module_for_bench", [], tmp_path, timeout=30)
+def test_engines_are_checked_when_the_flags_are_parsed(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    # A typo in --engines used to fail only after the ~8-minute main run.
+    from bench import run
+
+    with pytest.raises(SystemExit):
+        run.parse_args(["--engines", "eager,torchscript"])
+    assert "unknown torchscript; choose from eager" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run.parse_args(["--engines", "openvino-int8"])
+    assert "--engines openvino-int8 needs --calibration-dir" in capsys.readouterr().err
+    assert run.parse_args(["--engines", "none"]).engines == []
+    assert run.parse_args([]).engines == ["eager", "openvino-fp32", "openvino"]

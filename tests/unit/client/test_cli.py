@@ -191,7 +191,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["detect", "x.png", "--timeout", "-1"])
     assert info.value.code == 2
-    assert "must be more than 0 seconds" in capsys.readouterr().err
+    assert "must be a number above 0" in capsys.readouterr().err
 
 
 def test_evaluate_hands_a_detect_function_to_client_evaluate(
@@ -251,6 +251,6 @@ def test_bench_gets_its_arguments_untouched(capsys: pytest.CaptureFixture[str],
         seen.append(argv)
         return 0
 
-    monkeypatch.setitem(sys.modules, "client.bench", types.SimpleNamespace(main=bench_main))
+    monkeypatch.setitem(sys.modules, "client.loadgen", types.SimpleNamespace(main=bench_main))
     assert run(capsys, "bench", "--url", "http://x:1", "--concurrency", "4")[0] == 0
     assert seen == [["--url", "http://x:1", "--concurrency", "4"]]

@@ -234,7 +234,8 @@ def test_a_warm_start_runs_nothing_eager(tmp_path: Path) -> None:
     second.backbone.register_forward_hook(lambda *_: eager_runs.append(1))
     report = cpu_engine.accelerate(second, "demo", sample, _options(cache, example=str(
         DEMO_MODEL_DIR / "example.jpg")))
-    assert report.engine == ["backbone", "head"] and report.cached, report.summary()
+    assert report.engine == ["backbone", "head"], report.summary()
+    assert report.cached
     assert eager_runs == []
     images = [torch.rand(3, 480, 640)]
     with torch.inference_mode():

@@ -65,7 +65,7 @@ def picture(height: int, width: int, seed: int) -> np.ndarray:
 def test_load_is_idempotent_and_knows_the_labels(engine):
     first = engine.loaded
     assert engine.load() is first
-    assert engine.labels == TEST_LABELS
+    assert engine.loaded.labels == TEST_LABELS
     assert engine.device.type == "cpu"
     assert not engine.loaded.module.training
 

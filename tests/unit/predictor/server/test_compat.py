@@ -1,29 +1,43 @@
-"""compat: the replacements were written for the kserve that is pinned and installed."""
+"""compat: the replacements were written for the versions that are pinned and installed."""
 
 from __future__ import annotations
 
 import re
-from importlib.metadata import version
-
 import tomllib
+from importlib.metadata import version
 
 from predictor.server import compat
 from tests.support.servers import REPO
 
 
-def test_written_for_the_pinned_and_installed_kserve() -> None:
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, pinned = line.partition("==")
+            assert pinned, f"constraints.txt pins exact versions: {line!r}"
+            pins[name.strip()] = pinned.strip()
+    return pins
+
+
+def test_written_for_the_pinned_and_installed_versions() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     pins = [d for d in project["project"]["optional-dependencies"]["server"]
             if d.startswith("kserve")]
-    assert pins == [f"kserve=={compat.WRITTEN_FOR}"], (
-        "kserve's pin moved: re-check every replacement listed in predictor/compat.py, "
-        "then update WRITTEN_FOR")
-    assert version("kserve") == compat.WRITTEN_FOR
-    assert compat.kserve_version_ok()
+    assert pins == [f"kserve=={compat.WRITTEN_FOR['kserve']}"], (
+        "kserve's pin moved: re-check every replacement listed in predictor/server/compat.py, "
+        "then update WRITTEN_FOR and constraints.txt")
+    assert _constraints() == compat.WRITTEN_FOR, (
+        "constraints.txt and compat.WRITTEN_FOR name the same packages at the same versions")
+    assert {p: version(p) for p in compat.WRITTEN_FOR} == compat.WRITTEN_FOR
+    assert compat.versions_ok()
 
 
-def test_another_version_is_a_warning_that_names_the_module(monkeypatch, caplog) -> None:
-    monkeypatch.setattr(compat, "version", lambda _: "0.99.0")
-    assert not compat.kserve_version_ok()
-    assert re.search(r"kserve 0\.99\.0 is installed; predictor\.server\.compat was written for",
-                     caplog.text)
+def test_another_version_is_a_warning_that_names_the_package(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(compat, "version",
+                        lambda p: "0.99.0" if p == "uvicorn" else compat.WRITTEN_FOR[p])
+    assert not compat.versions_ok()
+    assert re.search(r"uvicorn 0\.99\.0 is installed; predictor\.server\.compat was written for "
+                     r"0\.55\.0", caplog.text)
+    assert "kserve 0.21.0 is installed" not in caplog.text

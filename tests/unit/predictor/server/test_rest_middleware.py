@@ -1,4 +1,4 @@
-"""guard.RequestGuard: head and body limits, inflating, request ids, disconnects, the catch-all."""
+"""RequestGuard: head and body limits, inflating, request ids, disconnects, the catch-all."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from predictor.server.guard import RequestGuard
+from predictor.server.rest_middleware import RequestGuard
 
 # ---- RequestGuard ------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The load generator's numbers: one cell's result, its statistics, the table, the hop.
 
-Pure functions over what ``client.bench`` measured; no I/O.
+Pure functions over what ``client.loadgen`` measured; no I/O.
 """
 
 from __future__ import annotations

@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -22,19 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DEMO_MODEL_DIR = REPO / "predictor" / "demo" / "model"
 sys.path.insert(0, str(REPO))
 
 from PIL import Image  # noqa: E402
 
+import launch  # noqa: E402
 from client import DetectionClient, ServerUnreachable  # noqa: E402
 from client.draw import draw_detections  # noqa: E402
+from client.evaluate import box_iou  # noqa: E402
 from demo.synthetic import CLASSES, make_sample, random_size  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _reachable(url: str) -> bool:
@@ -54,33 +48,14 @@ def _server(url: str | None, model: str) -> Iterator[str]:
         print(f"using the server at {url}")
         yield url
         return
-    http_port, grpc_port = _free_port(), _free_port()
-    log = (REPO / "out" / "demo-server.log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"starting the demo detector on 127.0.0.1:{http_port} (log: {log})")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "predictor", "--model_name", model,
-             "--model_dir", str(REPO / "predictor" / "demo" / "model"),
-             "--http_port", str(http_port), "--grpc_port", str(grpc_port)],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{http_port}"
+    log_dir = REPO / "out"
+    print(f"starting the demo detector on 127.0.0.1 (log under {log_dir})")
+    server = launch.start("predictor", ["--model_dir", str(DEMO_MODEL_DIR)], log_dir,
+                          model_name=model, timeout=180)
     try:
-        with DetectionClient(base, model=model, timeout=5, retries=0) as client:
-            client.wait_ready(timeout=180)
-        yield base
+        yield server.url
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(30)
-
-
-def _iou(a: tuple[float, ...], b: list[float]) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+        server.stop()
 
 
 def montage(pictures: list[Image.Image], columns: int = 3, gap: int = 4) -> Image.Image:
@@ -130,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             results = client.detect(encoded, score_threshold=args.score_threshold)
             elapsed = time.perf_counter() - start
-    except ServerUnreachable as exc:
+    except (ServerUnreachable, launch.ServerFailed) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 3
 
@@ -143,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         found.update(d.label for d in result.detections)
         for box, label in zip(boxes.tolist(), labels.tolist(), strict=True):
             shapes += 1
-            matched += any(d.label == CLASSES[label - 1] and _iou(d.box, box) >= 0.5
-                           for d in result.detections)
+            same = [d.box for d in result.detections if d.label == CLASSES[label - 1]]
+            matched += bool((box_iou(same, [box]) >= 0.5).any())
     summary = ", ".join(f"{n} {name}" for name, n in sorted(found.items())) or "nothing"
     print(f"{len(pictures)} pictures in {elapsed:.2f} s over {args.protocol}: found {summary}; "
           f"{matched} of {shapes} drawn shapes matched (IoU >= 0.5)")

@@ -19,19 +19,16 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..config import Limits
 from ..protocol import RequestError, rest
-from .served import REQUEST_ID
+from .served import REQUEST_ID, log_refusal
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OnReject = Callable[[str], None]
 
 _REASONS = {400: "invalid", 413: "too_large", 415: "invalid", 431: "too_large"}
@@ -44,11 +41,6 @@ def head_bytes(scope: Scope) -> int:
     line = len(scope.get("method", "")) + len(scope.get("raw_path") or b"") \
         + len(scope.get("query_string") or b"") + 12
     return line + sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or ())
-
-
-def log_refusal(request_id: str, route: str, status: int | str, reason: str) -> None:
-    """The one line a client's mistake leaves in the log."""
-    log.info("request %s %s -> %s: %s", request_id, route, status, reason[:300])
 
 
 def _error_text(body: bytes) -> str:
@@ -72,7 +64,7 @@ class RequestGuard:
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, on_reject: OnReject | None = None,
                  on_disconnect: Callable[[], None] | None = None,
-                 max_header_bytes: int = 32 * 1024) -> None:
+                 max_header_bytes: int = Limits.max_header_bytes) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes

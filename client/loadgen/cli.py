@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._options import positive_int
 from .runner import BENCH_PROTOCOLS, DEFAULT_PROTOCOLS, generated_images, run_cell, wait_ready
 from .senders import Target
 from .stats import CellResult, format_table, hop_summary
@@ -20,12 +21,6 @@ __all__ = ["add_arguments", "main"]
 
 # ---- command line --------------------------------------------------------------------
 
-def _positive(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
 def _protocols(text: str) -> list[str]:
     names = [{"v2": "v2bin"}.get(v.strip(), v.strip()) for v in text.split(",") if v.strip()]
     if not names or any(n not in BENCH_PROTOCOLS for n in names):
@@ -34,7 +29,7 @@ def _protocols(text: str) -> list[str]:
 
 
 def _clients(text: str) -> list[int]:
-    return [_positive(v) for v in text.split(",") if v.strip()] or [_positive(text)]
+    return [positive_int(v) for v in text.split(",") if v.strip()] or [positive_int(text)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated concurrency levels (default 1,8)")
     parser.add_argument("--duration", type=float, default=8.0,
                         help="measured seconds per cell (default 8)")
-    parser.add_argument("--requests", type=_positive, default=None,
+    parser.add_argument("--requests", type=positive_int, default=None,
                         help="measure this many requests per cell instead of a duration")
     parser.add_argument("--warmup", type=float, default=1.0,
                         help="seconds of unmeasured load before each cell (default 1)")
@@ -69,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image files or folders to send (default: generated JPEGs)")
     parser.add_argument("--image-size", default="640x480",
                         help="WxH of generated images (default 640x480)")
-    parser.add_argument("--images-per-request", type=_positive, default=1)
+    parser.add_argument("--images-per-request", type=positive_int, default=1)
     parser.add_argument("--score-threshold", type=float, default=None,
                         help="score_threshold request parameter (default: the server's)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")

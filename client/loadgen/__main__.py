@@ -1,4 +1,4 @@
-"""``python -m client.bench``: the same as ``detect-client bench``."""
+"""``python -m client.loadgen``: the same as ``detect-client bench``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Starts and stops the servers under test as subprocesses on 127.0.0.1."""
+"""Local server processes on 127.0.0.1: start one, wait until it is ready, stop it.
+
+Neutral ground for the tools and the tests: the benchmark (``bench/``) starts its servers
+with it, and ``tests/support`` the real server, the web backend and Prometheus. It
+imports neither the runtime nor the client, so any of them may use it.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]  # bench/ sits at the repository's top
+REPO = Path(__file__).resolve().parents[1]  # launch/ sits at the repository's top
 
 
 class ServerFailed(RuntimeError):
@@ -51,13 +56,19 @@ class ServerProcess:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL if it does not leave in time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop(self.proc, timeout)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM, then SIGKILL if ``proc`` does not leave in ``timeout`` s; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return int(proc.returncode)
 
 
 def start(module: str, args: Sequence[str], log_dir: Path, *, model_name: str = "detector",
