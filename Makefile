@@ -8,6 +8,7 @@ MODEL_NAME ?= detector
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 ARGS ?=
+ARCH_ARGS ?=
 WEB_PORT ?= 8000
 WEB_ARGS ?=
 PYTEST_ARGS ?=
@@ -18,7 +19,7 @@ WEB_IMAGE ?= $(IMAGE)-web
 DOCKER_RUN_ARGS ?=
 
 .PHONY: install run web demo audit test test-unit test-integration test-browser test-container \
-        test-k8s test-monitoring lint bench bench-web image image-web image-run web-image-run kind-up deploy e2e \
+        test-k8s test-monitoring lint bench bench-archs bench-web image image-web image-run web-image-run kind-up deploy e2e \
         kind-down clean proto
 
 install: $(STAMP)
@@ -50,8 +51,12 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-bench: install  ## raw model vs plain KServe predictor vs this server, one table (ARGS=...)
+bench: install  ## raw model vs plain KServe predictor vs this server (ARGS=...), then the architectures table (ARCH_ARGS=...)
 	$(BIN)/python -m bench --out bench-results.json $(ARGS)
+	$(BIN)/python -m bench.archs --out bench-archs.json $(ARCH_ARGS)
+
+bench-archs: install  ## eager vs the CPU engine for RetinaNet, FCOS, Faster R-CNN, SSD, SSDlite; new shapes' cost (ARCH_ARGS=...)
+	$(BIN)/python -m bench.archs --out bench-archs.json $(ARCH_ARGS)
 
 test-browser: install  ## the page in headless chromium (apt-get install chromium chromium-driver)
 	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)

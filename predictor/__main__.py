@@ -33,7 +33,7 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
 
     from .metrics import Metrics
     from .model import DetectionModel
-    from .pipeline.loader import LoadError
+    from .pipeline.engines import LoadError
     from .server import compat
 
     if args.workers != 1:
@@ -93,9 +93,19 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 def _cpu_plan(args: argparse.Namespace) -> cpus.Plan:
     """Workers and threads from the CPUs the server has (``auto``) or as given."""
-    import torch
+    from pathlib import Path
 
-    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    from .pipeline.compiled import is_compiled
+
+    if args.device == "cuda":
+        cuda = True
+    elif args.device == "cpu" or args.engine == "openvino" or (
+            args.model_dir and is_compiled(Path(args.model_dir))):
+        cuda = False  # a compiled folder runs on the CPU: torch is not even imported
+    else:
+        import torch
+
+        cuda = torch.cuda.is_available()
     return cpus.plan(cpus.detect(), cuda=cuda, workers=args.inference_workers,
                      threads=args.torch_threads)
 

@@ -113,6 +113,11 @@ class ModelConfig:
         True, "keep BatchNorm layers separate (by default each one that follows a convolution "
         "is folded into it: same outputs, faster)", name="--no_fuse_conv_bn",
         action="store_false")
+    engine: str = flag(
+        "auto", "what runs the model: auto picks by --model_dir (a folder from `python -m "
+        "predictor.export` runs on OpenVINO without torch; a torchvision folder on torch, "
+        "with the CPU engine on a CPU); torch or openvino insist",
+        choices=("auto", "torch", "openvino"))
     cpu_accel: bool = flag(
         True, "run the model eager on a CPU (by default its backbone and head run on the CPU "
         "engine, checked against eager at load)", name="--no_cpu_accel",

@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calibration_dir", type=Path,
                         help="your own pictures for the precision check (default: the demo's)")
     args = parser.parse_args(argv)
-    from .pipeline.loader import LoadError
+    from .pipeline.engines import LoadError
 
     try:
         export(args.model_dir, args.out, args.cpu_precision, args.calibration_dir)

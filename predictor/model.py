@@ -38,7 +38,7 @@ from .pipeline.detections import (
     RequestOptions,
     select,
 )
-from .pipeline.engine import Engine, OutOfMemory
+from .pipeline.engines import OutOfMemory, make_engine
 from .pipeline.images import Image, ImageDecoder, image_size, pixels
 from .protocol import Request, V2Answer, v1, v2
 from .protocol.options import parse_options
@@ -95,7 +95,7 @@ class DetectionModel(Model):  # type: ignore[misc]
         super().__init__(config.model_name)
         self.config = config
         self.limits = config.limits
-        self.runner = Engine(config.model, workers=config.batching.inference_workers or 1)
+        self.runner = make_engine(config.model, workers=config.batching.inference_workers or 1)
         self.metrics = metrics
         self.labels = LabelMap(["__background__"])
         self.version = ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ FORMAT = "kserve-detector-compiled/1"
 FAMILIES = ("ssd",)
 
 
-class CompiledError(RuntimeError):
+class CompiledError(ValueError):
     """A compiled folder that cannot be served: which file, what is wrong."""
 
 
@@ -209,15 +210,18 @@ class CompiledModel:
                              scores=all_scores[keep].astype(np.float32),
                              labels=all_labels[keep])
 
-    def run(self, images: list[np.ndarray]) -> list[RawDetections]:
-        """Detects objects in ``H x W x 3`` uint8 RGB pictures; boxes in their pixels."""
+    def run(self, images: Sequence[np.ndarray],
+            sizes: Sequence[tuple[int, int]] | None = None) -> list[RawDetections]:
+        """Detects objects in ``H x W x 3`` uint8 RGB pictures; boxes in their pixels, or
+        in ``sizes`` (height, width) when given (a picture decoded at reduced scale)."""
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
         out = []
-        for image in images:
+        for i, image in enumerate(images):
             request.infer({0: self.preprocess(image)}, share_inputs=True)
             deltas = np.array(request.get_output_tensor(0).data)[0]
             logits = np.array(request.get_output_tensor(1).data)[0]
-            out.append(self.postprocess(deltas, logits, (image.shape[0], image.shape[1])))
+            size = sizes[i] if sizes is not None else (image.shape[0], image.shape[1])
+            out.append(self.postprocess(deltas, logits, size))
         return out

@@ -15,14 +15,11 @@ from ..config import DEMO_MODEL_DIR, ModelConfig
 from .bn_fold import fuse_conv_bn
 from .decode import Scaled
 from .detections import RawDetections
+from .engines import OutOfMemory
 from .images import Image
 from .loader import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
-
-
-class OutOfMemory(RuntimeError):
-    """The device ran out of memory on a batch; a smaller batch may fit."""
 
 
 def pick_device(requested: str) -> torch.device:

@@ -21,6 +21,7 @@ import torchvision
 
 from ..config import DEMO_MODEL_DIR, ModelConfig
 from .default_boxes import AnchorError, apply_anchors
+from .engines import LoadError
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".torchscript", ".ts")
 _RCNN_PREFIXES = ("fasterrcnn", "maskrcnn", "keypointrcnn")
 
 
-class LoadError(RuntimeError):
-    """The model could not be built or its weights could not be loaded."""
 
 
 @dataclass
