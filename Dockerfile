@@ -1,15 +1,17 @@
 # Object-detection predictor for KServe 0.21 (V1 + V2 REST on 8080, V2 gRPC on 8081),
 # and (target `web`) the product's web backend that calls it, on 8000.
 #
-#   docker build -t kserve-detector .                            # CPU variant (small)
-#   docker build --build-arg VARIANT=gpu -t kserve-detector:gpu . # CUDA variant
+#   docker build --target runtime -t kserve-detector .           # CPU variant
+#   docker build --target runtime --build-arg VARIANT=gpu -t kserve-detector:gpu . # CUDA
 #   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:8081:8081 kserve-detector
 #   docker build --target web -t kserve-detector-web .           # the web backend, no torch
+#   docker build --target light -t kserve-detector-light .       # compiled models, no torch
 #   docker run --rm -p 127.0.0.1:8000:8000 kserve-detector-web --url http://HOST:8080
 #
 # The web stages come first: the classic builder builds every stage before its target,
-# so `--target web` never builds torch, while a plain build still ends with the
-# predictor's runtime stage (the default target).
+# so `--target web` never builds torch. The torch predictor is `--target runtime`
+# (scripts/image.sh asks for it); the light runtime comes last, after the exporter that
+# compiles the demo with the builder's torch.
 #
 # Build arguments:
 #   BASE_IMAGE       Debian bookworm image with Python 3.11 (`python` on PATH); the
@@ -30,7 +32,7 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 # --- requirements: the two dependency lists, read from pyproject.toml alone, so that
 # editing anything else (tools, dev extras) keeps the heavy dependency layers cached.
 # web.txt: the client's dependencies and the [web] extra; server.txt: the client's and
-# the SERVER_EXTRAS (by default [server] alone).
+# the SERVER_EXTRAS (by default [server] alone); light.txt: the client's and [runtime].
 FROM ${BASE_IMAGE} AS requirements
 ARG SERVER_EXTRAS=server
 COPY pyproject.toml /src/pyproject.toml
@@ -38,6 +40,7 @@ RUN python -c "import os, tomllib; p = tomllib.load(open('/src/pyproject.toml', 
 extra = p['optional-dependencies']; \
 server = [r for n in os.environ['SERVER_EXTRAS'].split(',') for r in extra[n.strip()]]; \
 open('/web.txt', 'w').write('\n'.join(p['dependencies'] + extra['web'])); \
+open('/light.txt', 'w').write('\n'.join(p['dependencies'] + extra['runtime'])); \
 open('/server.txt', 'w').write('\n'.join(p['dependencies'] + server))"
 
 # --- build-base: what both builders share: pip's settings, the pinned versions
@@ -147,6 +150,41 @@ USER 1000:1000
 EXPOSE 8080 8081
 # The health check probes the V2 readiness of the default model; set HEALTHCHECK_URL when
 # you change --model_name or --http_port.
+ENTRYPOINT ["python", "-m", "predictor"]
+CMD ["--model_name", "detector", "--http_port", "8080", "--grpc_port", "8081", "--model_dir", "/mnt/models", \
+     "--demo_if_empty"]
+
+# --- exporter: the demo detector compiled ahead of time by the builder's torch
+# (python -m predictor.export, checked against the torch path there) into the runtime
+# package, where --demo_if_empty finds it. torch stays in this stage.
+FROM builder AS exporter
+RUN /opt/venv/bin/python -m predictor.export --out /opt/app/predictor/demo/compiled \
+    && rm -rf /opt/app/predictor/demo/model
+
+# --- light-deps: the light runtime's virtualenv: the [runtime] extra (kserve, OpenVINO,
+# numpy); no torch, torchvision, CUDA libraries or Triton.
+FROM build-base AS light-deps
+COPY --from=requirements /light.txt /tmp/build/requirements.txt
+RUN bash /tmp/build/image-venv.sh deps /tmp/build/requirements.txt \
+    && /opt/venv/bin/python -c "import importlib.util as u; \
+bad = [m for m in ('torch', 'torchvision', 'triton') if u.find_spec(m)]; \
+assert not bad, f'the light runtime holds {bad}'"
+
+# --- light (`make image-light`, scripts/image.sh TARGET=light): the torch-free CPU
+# runtime. It serves compiled model folders (python -m predictor.export) mounted at
+# /mnt/models, or the compiled demo with --demo_if_empty; a torchvision model folder
+# needs the runtime target above.
+FROM run-base AS light
+ENV HEALTHCHECK_URL=http://127.0.0.1:8080/v2/models/detector/ready
+RUN mkdir -p /mnt/models
+COPY --from=light-deps /opt/venv /opt/venv
+COPY --from=exporter /opt/app /opt/app
+LABEL org.opencontainers.image.title="kserve-detector-light" \
+      org.opencontainers.image.description="compiled object detector served with KServe 0.21 and OpenVINO, no torch (V1, V2 REST, V2 gRPC)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      io.kserve-detector.variant="light"
+USER 1000:1000
+EXPOSE 8080 8081
 ENTRYPOINT ["python", "-m", "predictor"]
 CMD ["--model_name", "detector", "--http_port", "8080", "--grpc_port", "8081", "--model_dir", "/mnt/models", \
      "--demo_if_empty"]

@@ -19,7 +19,7 @@ WEB_IMAGE ?= $(IMAGE)-web
 DOCKER_RUN_ARGS ?=
 
 .PHONY: install run web demo audit test test-unit test-integration test-browser test-container \
-        test-k8s test-monitoring lint bench bench-archs bench-web image image-web image-run web-image-run kind-up deploy e2e \
+        test-k8s test-monitoring lint bench bench-archs bench-web image image-light image-web image-run web-image-run kind-up deploy e2e \
         kind-down clean proto
 
 install: $(STAMP)
@@ -75,6 +75,9 @@ image-run: image  ## serve the image on 127.0.0.1:$(HTTP_PORT) (HTTP) and $(GRPC
 	docker run --rm --name kserve-detector --read-only --tmpfs /tmp \
 		-p 127.0.0.1:$(HTTP_PORT):8080 -p 127.0.0.1:$(GRPC_PORT):8081 $(DOCKER_RUN_ARGS) \
 		$(IMAGE):$(TAG)
+
+image-light:  ## build the torch-free CPU runtime (Dockerfile target light: compiled models, the demo compiled at build)
+	IMAGE=$(IMAGE)-light TAG=$(TAG) TARGET=light VARIANT=$(VARIANT) bash scripts/image.sh
 
 image-web:  ## build the web backend's image (Dockerfile target web: client only, no torch)
 	IMAGE=$(WEB_IMAGE) TAG=$(TAG) TARGET=web bash scripts/image.sh

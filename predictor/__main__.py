@@ -95,17 +95,22 @@ def _cpu_plan(args: argparse.Namespace) -> cpus.Plan:
     """Workers and threads from the CPUs the server has (``auto``) or as given."""
     from pathlib import Path
 
+    from .config import COMPILED_DEMO_DIR
     from .pipeline.compiled import is_compiled
 
     if args.device == "cuda":
         cuda = True
     elif args.device == "cpu" or args.engine == "openvino" or (
-            args.model_dir and is_compiled(Path(args.model_dir))):
+            args.model_dir and is_compiled(Path(args.model_dir))) or (
+            args.demo_if_empty and is_compiled(COMPILED_DEMO_DIR)):
         cuda = False  # a compiled folder runs on the CPU: torch is not even imported
     else:
-        import torch
-
-        cuda = torch.cuda.is_available()
+        try:
+            import torch
+        except ImportError:  # the light runtime: compiled models on the CPU only
+            cuda = False
+        else:
+            cuda = torch.cuda.is_available()
     return cpus.plan(cpus.detect(), cuda=cuda, workers=args.inference_workers,
                      threads=args.torch_threads)
 

@@ -20,6 +20,8 @@ T = TypeVar("T")
 
 DEFAULT_MODEL_DIR = "/mnt/models"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo" / "model"
+# The demo compiled ahead of time; only the light image has it (its build runs the export).
+COMPILED_DEMO_DIR = Path(__file__).resolve().parent / "demo" / "compiled"
 
 
 @dataclass(frozen=True)

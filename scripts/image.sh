@@ -12,8 +12,10 @@
 # Environment:
 #   IMAGE            repository name (default kserve-detector)
 #   TAG              tag to point at the result (default latest)
-#   TARGET           Dockerfile stage to build: empty (default) for the predictor (the last
-#                    stage), or web for the web backend (no torch; VARIANT is ignored)
+#   TARGET           Dockerfile stage to build: empty (default) for the predictor (stage
+#                    runtime), light for the torch-free CPU runtime serving compiled
+#                    models (VARIANT picks the torch that compiles the demo at build), or
+#                    web for the web backend (no torch; VARIANT is ignored)
 #   BASE_IMAGE       base for both stages (default python:3.11-slim-bookworm; when it
 #                    is not local and cannot be pulled, scripts/base-image.sh makes
 #                    kserve-detector-base:bookworm from Debian's packages and that is used)
@@ -66,8 +68,8 @@ BASE_ID="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")"
 # --- variant: the small CPU build when its index is reachable (torch: predictor only).
 if [[ "$TARGET" == web ]]; then
     VARIANT=cpu
-elif [[ -n "$TARGET" ]]; then
-    log "TARGET must be empty (the predictor) or web, not '$TARGET'"
+elif [[ -n "$TARGET" && "$TARGET" != light ]]; then
+    log "TARGET must be empty (the predictor), light (no torch) or web, not '$TARGET'"
     exit 1
 fi
 index_answers() {
@@ -130,8 +132,7 @@ if [[ "$FORCE" != 1 ]] && docker image inspect "$HASH_TAG" >/dev/null 2>&1; then
 else
     log "building $HASH_TAG (${TARGET:-predictor}, variant $VARIANT, base $BASE_IMAGE)"
     start=$SECONDS
-    target_args=()
-    [[ -z "$TARGET" ]] || target_args=(--target "$TARGET")
+    target_args=(--target "${TARGET:-runtime}")
     # Classic builder: BuildKit/buildx may be missing, and nothing here needs it.
     DOCKER_BUILDKIT=0 docker build --force-rm "${target_args[@]}" \
         --build-arg BASE_IMAGE="$BASE_IMAGE" \

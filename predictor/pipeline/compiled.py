@@ -161,7 +161,7 @@ class CompiledModel:
                  cache_dir: str | None = None) -> None:
         import openvino as ov
 
-        from .precision import Precision, ov_config
+        from .precision import Precision, native_precisions, ov_config
 
         self.folder = folder
         self.manifest = Manifest.read(folder)
@@ -169,7 +169,10 @@ class CompiledModel:
         core = ov.Core()
         if cache_dir:
             core.set_property({"CACHE_DIR": str(Path(cache_dir) / "openvino")})
-        config = ov_config(Precision(self.manifest.precision), threads, workers)
+        wanted = Precision(self.manifest.precision)
+        # The export checked this precision; a CPU without it natively runs fp32.
+        self.precision = wanted if wanted in native_precisions() else Precision.FP32
+        config = ov_config(self.precision, threads, workers)
         self.compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
         self._local = threading.local()
         self.mean = np.asarray(self.manifest.mean, dtype=np.float32)

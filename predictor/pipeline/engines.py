@@ -15,6 +15,7 @@ error when the folder is the other kind. This module imports no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..config import ModelConfig
+from ..config import COMPILED_DEMO_DIR, ModelConfig
 from .compiled import CompiledError, CompiledModel, is_compiled
 from .decode import Scaled
 from .detections import RawDetections
@@ -82,8 +83,17 @@ class Runner(Protocol):
         ...
 
 
+def _empty(folder: Path) -> bool:
+    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+
+
 def make_engine(cfg: ModelConfig, workers: int = 1) -> Runner:
     """The engine for ``cfg``'s model folder and ``--engine``."""
+    if (cfg.demo_if_empty and cfg.architecture is None and cfg.engine != "torch"
+            and _empty(Path(cfg.model_dir)) and is_compiled(COMPILED_DEMO_DIR)):
+        log.warning("--model_dir %s is empty: serving the compiled demo detector (%s), as "
+                    "--demo_if_empty asks", cfg.model_dir, COMPILED_DEMO_DIR)
+        cfg = dataclasses.replace(cfg, model_dir=str(COMPILED_DEMO_DIR))
     compiled = bool(cfg.model_dir) and is_compiled(Path(cfg.model_dir))
     if compiled and cfg.engine == "torch":
         raise LoadError(f"--model_dir {cfg.model_dir} holds a compiled model "
@@ -125,7 +135,7 @@ class CompiledEngine:
     @property
     def name(self) -> str:
         """``openvino-<precision>`` once loaded."""
-        return f"openvino-{self.model.manifest.precision}" if self.model else "openvino"
+        return f"openvino-{self.model.precision.value}" if self.model else "openvino"
 
     def load(self) -> CompiledInfo:
         """Compiles the folder's graph for this CPU (from OpenVINO's cache when warm)."""
@@ -146,7 +156,8 @@ class CompiledEngine:
             raise LoadError(f"{folder}: the compiled graph cannot be read "
                             f"({str(exc).splitlines()[0][:200]}): export the model again") from exc
         m = self.model.manifest
-        self.engine_report = (f"OpenVINO {m.precision} runs the compiled {m.architecture} "
+        self.engine_report = (f"OpenVINO {self.model.precision.value} runs the compiled "
+                              f"{m.architecture} "
                               f"(no torch; exported with torch {m.raw['versions']['torch']})")
         log.info("CPU path: %s (%.1f s)", self.engine_report, time.perf_counter() - start)
         self.loaded = CompiledInfo(m.labels, m.version, m.architecture, str(folder))
