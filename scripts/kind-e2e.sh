@@ -88,7 +88,9 @@ CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.17.0}"
 KSERVE_VERSION="${KSERVE_VERSION:-v0.20.0}"
 KNATIVE_VERSION="${KNATIVE_VERSION:-1.21.1}"
 KOURIER_VERSION="${KOURIER_VERSION:-$KNATIVE_VERSION}"
-KEDA_VERSION="${KEDA_VERSION:-2.18.0}"
+# Not KServe's 2.18.0 pin: KEDA 2.18.0 has CVE-2025-68476, fixed in 2.18.3
+# (kedacore/keda v2.18.3 CHANGELOG.md; KServe v0.20.0 kserve-deps.env flags it).
+KEDA_VERSION="${KEDA_VERSION:-2.18.3}"
 
 GH="https://github.com"
 CERT_MANAGER_URL="${CERT_MANAGER_URL:-$GH/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml}"

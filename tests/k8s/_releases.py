@@ -24,7 +24,7 @@ Read from the releases' sources (the files themselves are not downloadable here)
 - net-kourier knative-v1.21.1 (config/): Namespace kourier-system, ConfigMap
   config-kourier (component net-kourier: outside that webhook's selector), Deployments
   net-kourier-controller (knative-serving) and 3scale-kourier-gateway (kourier-system).
-- KEDA v2.18.0 (config/): Namespace keda, six CRDs, three Deployments; its webhooks
+- KEDA v2.18.3 (config/): Namespace keda, six CRDs, three Deployments; its webhooks
   are failurePolicy Ignore, so they never refuse.
 """
 

@@ -405,3 +405,37 @@ def test_storage_uri_overlay_downloads_into_the_model_dir(
 def test_no_blocked_environment_variables(c: dict[str, Any]) -> None:
     # KServe's webhooks refuse PYTHONPATH in any container (pkg/validation/env_policy.go).
     assert "PYTHONPATH" not in {e["name"] for e in c.get("env", [])}
+
+
+# --- issue 29, item 8 --------------------------------------------------------------------
+
+def test_no_overlay_sets_a_scale_metric_type_kserve_never_reads(isvc: dict[str, Any]) -> None:
+    # KServe v0.20.0 declares scaleMetricType (pkg/apis/serving/v1beta1/component.go) and
+    # reads it nowhere: the HPA's target type follows scaleMetric alone (getHPAMetrics in
+    # pkg/controller/v1beta1/inferenceservice/reconcilers/hpa/hpa_reconciler.go).
+    assert "scaleMetricType" not in isvc["spec"]["predictor"]
+
+
+def _for_seconds(duration: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smh])", duration))
+
+
+def test_first_gpu_deploy_does_not_page_as_no_replica_ready(
+        containers: dict[str, dict[str, Any]], render: Render) -> None:
+    # The critical alert waits longer than the slowest start any overlay allows, so a
+    # pod still loading its model inside its startup probe's budget never pages.
+    budgets = {}
+    for name, c in containers.items():
+        probe = c["startupProbe"]
+        budgets[name] = (probe.get("initialDelaySeconds", 0)
+                         + probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3))
+    slowest = max(budgets, key=budgets.__getitem__)
+    assert budgets["gpu"] == budgets["model-gpu"] == 600, budgets
+    (rule_file,) = of_kind(render(MANIFESTS / "monitoring"), "PrometheusRule")
+    (rule,) = [r for g in rule_file["spec"]["groups"] for r in g["rules"]
+               if r.get("alert") == "DetectorNoReplicaReady"]
+    # A minute on top for scheduling and the image pull.
+    assert _for_seconds(rule["for"]) >= budgets[slowest] + 60, (
+        f"DetectorNoReplicaReady fires after {rule['for']}, while {slowest} may take "
+        f"{budgets[slowest]} s to start")
