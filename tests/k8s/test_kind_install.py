@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ._fakes import SUCCEEDING_TOOLS, calls, cluster_object, first_line_with, run_script
+from ._fakes import run_script
 
 pytestmark = pytest.mark.k8s
 

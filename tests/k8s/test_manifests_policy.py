@@ -272,7 +272,8 @@ def test_rest_is_the_inference_service_url_except_in_the_grpc_overlay(
     # (what the web app and any Ingress call).
     for name, c in containers.items():
         first = c["ports"][0]["name"]
-        assert first == ("h2c" if name == "grpc" else "http1"), f"{name}: first port {first}"
+        assert first == ("h2c" if name in {"grpc", "kind-grpc"} else "http1"), (
+            f"{name}: first port {first}")
 
 
 def test_grpc_overlay_is_standard_mode_with_http_probes(

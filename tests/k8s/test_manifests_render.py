@@ -24,7 +24,8 @@ Render = Callable[[str | Path], list[dict[str, Any]]]
 
 # Overlays that the README, the Makefile or scripts/kind-e2e.sh name: removing or
 # renaming one breaks a documented command.
-DOCUMENTED_OVERLAYS = {"kind", "kind-knative", "kind-runtime", "gpu", "grpc", "knative",
+DOCUMENTED_OVERLAYS = {"kind", "kind-knative", "kind-runtime", "kind-grpc", "gpu", "grpc",
+                       "knative",
                        "knative-scale-to-zero", "knative-canary", "standard-hpa", "keda",
                        "storage-uri", "model", "model-gpu", "runtime-namespaced",
                        "knative-model", "kind-keda"}

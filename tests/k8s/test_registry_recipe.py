@@ -39,7 +39,8 @@ def _recipe() -> dict[str, Any]:
 
 def _images(objects: list[dict[str, Any]], cluster: list[dict[str, Any]]) -> list[str]:
     """Every image the rendered objects would run: runtimes' and the predictor's."""
-    out = [c["image"] for rt in of_kind(objects, "ServingRuntime") for c in rt["spec"]["containers"]]
+    out = [c["image"] for rt in of_kind(objects, "ServingRuntime")
+           for c in rt["spec"]["containers"]]
     for isvc in of_kind(objects, "InferenceService"):
         c = predictor_container(isvc, of_kind(objects, "ServingRuntime") + cluster)
         out.append(c["image"])
