@@ -32,6 +32,7 @@
 # overlay X with a kind-X variant runs that], LOCAL_PORT [18080],
 # LOCAL_GRPC_PORT [18081], LOCAL_WEB_PORT [18000], LOCAL_PROMETHEUS_PORT [19090],
 # WAIT_TIMEOUT [600s], WEBHOOK_RETRIES [6] x WEBHOOK_RETRY_DELAY [10 s],
+# CERT_MANAGER_API_RETRIES [24] x CERT_MANAGER_API_RETRY_DELAY [5 s],
 # PROMETHEUS_RETRIES [12] x PROMETHEUS_RETRY_DELAY [5 s],
 # DOCKER_BUILD_ARGS, SKIP_BUILD=1, WEB=0 (no web app), KNATIVE=1, KEDA=1,
 # TEARDOWN=1, DRY_RUN=1, PYTEST [.venv/bin/pytest], PYTHON [.venv/bin/python],
@@ -64,6 +65,10 @@ WAIT_TIMEOUT="${WAIT_TIMEOUT:-600s}"
 # Bounded retries while KServe's webhooks come up (attempts, seconds between).
 WEBHOOK_RETRIES="${WEBHOOK_RETRIES:-6}"
 WEBHOOK_RETRY_DELAY="${WEBHOOK_RETRY_DELAY:-10}"
+# How long to wait for cert-manager's API after its Deployments are Available: 2
+# minutes, polled every 5 s as `cmctl check api` polls.
+CERT_MANAGER_API_RETRIES="${CERT_MANAGER_API_RETRIES:-24}"
+CERT_MANAGER_API_RETRY_DELAY="${CERT_MANAGER_API_RETRY_DELAY:-5}"
 # How long e2e asks Prometheus for the ScaledObject's metric (attempts, seconds between).
 PROMETHEUS_RETRIES="${PROMETHEUS_RETRIES:-12}"
 PROMETHEUS_RETRY_DELAY="${PROMETHEUS_RETRY_DELAY:-5}"

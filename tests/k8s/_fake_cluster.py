@@ -36,6 +36,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -176,11 +177,33 @@ def webhook_refusal(state: dict[str, Any], o: dict[str, Any]) -> str | None:
                     f'calling webhook "{w["name"]}": failed to call webhook: Post '
                     f'"https://{w["service"]}.{ns}.svc:443/validate": no endpoints '
                     f'available for service "{w["service"]}"')
+        if not ca_injected(state, w):
+            return (f'Error from server (InternalError): Internal error occurred: failed '
+                    f'calling webhook "{w["name"]}": failed to call webhook: Post '
+                    f'"https://{w["service"]}.{ns}.svc:443/validate?timeout=30s": tls: '
+                    "failed to verify certificate: x509: certificate signed by unknown "
+                    "authority")
     return None
 
 
-def store(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> str:
-    """Creates or updates one object; returns kubectl's line for it."""
+def ca_injected(state: dict[str, Any], w: dict[str, Any]) -> bool:
+    """Whether the CA injector has filled this webhook's caBundle: FAKE_CA_INJECT_SECONDS
+    (default 0) after its Deployment became Available. Until then the API server cannot
+    verify the webhook's certificate (cert-manager v1.17.0: cainjector injects
+    cert-manager-webhook's own CA into its webhook configurations)."""
+    injector = w.get("ca_injector")
+    if not injector:
+        return True
+    deployment = state["objects"].get(key("Deployment", *injector), {})
+    if not deployment.get("available"):
+        return False
+    delay = float(os.environ.get("FAKE_CA_INJECT_SECONDS", "0"))
+    return bool(time.time() >= deployment.get("available_at", 0) + delay)
+
+
+def admit(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> str:
+    """What the API server checks before storing an object (a server-side dry run stops
+    here); returns kubectl's ``kind/name``."""
     scope = check_kind(state, o)
     ns = None
     if scope == "Namespaced":
@@ -188,10 +211,18 @@ def store(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> s
         if ns not in state["namespaces"]:
             raise Refused(f'Error from server (NotFound): error when creating "STDIN": '
                           f'namespaces "{ns}" not found')
-    o = {**o, "namespace": ns}
+    o["namespace"] = ns
     why = webhook_refusal(state, o)
     if why:
         raise Refused(why)
+    return f"{o['kind'].lower()}.{o['group']}/{o['name']}".replace("./", "/")
+
+
+def store(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> str:
+    """Creates or updates one object; returns kubectl's line for it."""
+    o = dict(o)
+    admit(state, o, default_ns)
+    ns = o["namespace"]
     k = key(o["kind"], ns, o["name"])
     old = state["objects"].get(k)
     if o["kind"] == "InferenceService":

@@ -24,6 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _fake_cluster import (  # noqa: E402
     Refused,
+    admit,
     inference_service,
     key,
     load_state,
@@ -80,7 +81,13 @@ def cmd_apply(state: dict[str, Any], options: dict[str, str]) -> int:
     return 1 if failures else 0
 
 
-def cmd_create(state: dict[str, Any], words: list[str]) -> int:
+def cmd_create(state: dict[str, Any], words: list[str], options: dict[str, str],
+               flags: set[str]) -> int:
+    if "--dry-run" in flags and "-f" in options:
+        # A server-side dry run: admitted (or refused) as a create, stored nowhere.
+        for o in read_objects(options):
+            print(admit(state, o, options.get("-n")) + " (server dry run)")
+        return 0
     if words[1:2] != ["namespace"]:
         return 0
     name = words[2]
@@ -137,6 +144,8 @@ def cmd_wait(state: dict[str, Any], words: list[str], options: dict[str, str],
             raise Refused(f'Error from server (NotFound): {kind.lower()}s '
                           f'"{k.rsplit("/", 1)[-1]}" not found')
         if condition == "condition=Available" and kind == "Deployment":
+            if not o.get("available"):
+                o["available_at"] = time.time()
             o["available"] = True
         if condition == "condition=Ready" and kind == "InferenceService":
             ready(state, o)
@@ -272,7 +281,7 @@ def main(argv: list[str]) -> int:
         if words[0] == "apply":
             rc = cmd_apply(state, options)
         elif words[0] == "create":
-            rc = cmd_create(state, words)
+            rc = cmd_create(state, words, options, flags)
         elif words[0] == "wait":
             rc = cmd_wait(state, words, options, flags)
         elif words[0] == "rollout":

@@ -153,10 +153,11 @@ def forget_calls(tmp_path: Path) -> None:
 
 
 def kubectl(tmp_path: Path, *args: str, stdin: str | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Runs the fake kubectl alone on the test's cluster (as a user typing it would)."""
+            cwd: Path | None = None, **fake: str) -> subprocess.CompletedProcess[str]:
+    """Runs the fake kubectl alone on the test's cluster (as a user typing it would);
+    ``fake`` sets FAKE_* knobs for this call."""
     env = {**os.environ, "FAKE_CALLS": str(tmp_path / "calls.log"),
-           "FAKE_REAL_KUBECTL": shutil.which("kubectl") or ""}
+           "FAKE_REAL_KUBECTL": shutil.which("kubectl") or "", **fake}
     return subprocess.run([sys.executable, str(Path(__file__).with_name("_fake_kubectl.py")),
                            *args], input=stdin, env=env, capture_output=True, text=True,
                           timeout=60, check=False, cwd=cwd or repo(tmp_path))
