@@ -353,7 +353,8 @@ def test_keda_query_reads_a_metric_the_server_exports(
     query = metric["external"]["metric"]["query"]
     # Deployed in any namespace (the kind script uses its own): no namespace pin.
     assert "namespace=" not in query, query
-    match = re.fullmatch(r'sum\((\w+)\{pod=~"([^"]+)"\}\)', query)
+    # One series per pod first: a pod scraped by two jobs must count once.
+    match = re.fullmatch(r'sum\(max by \(namespace, pod\) \((\w+)\{pod=~"([^"]+)"\}\)\)', query)
     assert match, f"unexpected query shape: {query}"
     name, pod_pattern = match.groups()
     # Standard mode pods: <isvc>-predictor-<replicaset hash>-<suffix>.
