@@ -77,6 +77,39 @@ apply_overlay() {
     ensure_namespace "$NAMESPACE"
     write_deploy_kustomization
     k apply -k "$DEPLOY_DIR"
+    hand_over_autoscaler
+}
+
+# When OVERLAY switches between a keda overlay and another in one namespace, the
+# autoscaler of the earlier deploy stays: KServe's autoscalerClass picks one reconciler
+# (hpa or keda) and nothing deletes what the other made (v0.20.0, pkg/controller/
+# v1beta1/inferenceservice/reconcilers/autoscaler/autoscaler_reconciler.go). Its HPA
+# <isvc>-predictor (reconcilers/hpa/hpa_reconciler.go, owned by the InferenceService)
+# then makes KEDA's admission webhook refuse the ScaledObject for the same Deployment
+# (kedacore/keda v2.18.3, apis/keda/v1alpha1/scaledobject_webhook.go, verifyHpas: "is
+# already managed by the hpa"), and the InferenceService never gets Ready; a ScaledObject
+# left behind would fight KServe's new HPA. So, after the apply (which stops KServe
+# re-creating the old one), delete the old autoscaler if the InferenceService owns it;
+# KServe retries the failed reconcile and makes the new one. KEDA's own HPA
+# (keda-hpa-<scaledobject>) goes with its ScaledObject.
+hand_over_autoscaler() {
+    local predictor="$ISVC_NAME-predictor" old=hpa owner=""
+    if ! overlay_is_keda; then
+        old=scaledobject
+    fi
+    if is_dry_run; then
+        echo "# if KServe's $old $predictor is left from an earlier deploy:"
+        k -n "$NAMESPACE" delete "$old" "$predictor"
+        return 0
+    fi
+    # No KEDA installed: no resource type scaledobject, nothing to hand over.
+    owner="$(k_query -n "$NAMESPACE" get "$old" "$predictor" --ignore-not-found \
+        -o jsonpath='{.metadata.ownerReferences[?(@.kind=="InferenceService")].name}' \
+        2>/dev/null || true)"
+    if [[ "$owner" == "$ISVC_NAME" ]]; then
+        log "autoscaler: delete the $old $predictor an earlier deploy left (OVERLAY=$OVERLAY)"
+        k -n "$NAMESPACE" delete "$old" "$predictor"
+    fi
 }
 
 wait_ready() {
