@@ -102,8 +102,9 @@ def from_manifest(doc: dict[str, Any]) -> dict[str, Any]:
                           "scope": doc["spec"].get("scope", "Namespaced")}
     if "spec" in doc:
         out["spec"] = doc["spec"]
-    if "data" in doc:
-        out["data"] = doc["data"]
+    for field in ("data", "stringData", "secrets"):
+        if field in doc:
+            out[field] = doc[field]
     return out
 
 

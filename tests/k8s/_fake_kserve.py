@@ -29,11 +29,13 @@ Read from the sources:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from _fake_cluster import key, served_kinds
 
-__all__ = ["delete", "manifest", "owned_by", "reconcile", "served_kinds"]
+__all__ = ["delete", "manifest", "owned_by", "pod_problem", "reconcile", "served_kinds"]
 
 AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
 HPA_OWNERSHIP = "validations.keda.sh/hpa-ownership"
@@ -132,3 +134,83 @@ def manifest(o: dict[str, Any]) -> dict[str, Any]:
         meta["ownerReferences"] = [{"kind": o["owner"][0], "name": o["owner"][1]}]
     return {"kind": o["kind"], "metadata": meta, "spec": o.get("spec", {}),
             "status": o.get("status", {})}
+
+
+# --- the predictor pod ------------------------------------------------------------------
+# Whether the pod KServe asks for would ever run, checked in the order a cluster meets
+# the problems: the ReplicaSet creating the pod, KServe's pod webhook, the scheduler,
+# the kubelet pulling the image, the container starting.
+
+def node_images() -> set[str]:
+    """Images on the kind node: what the fake `kind load image-archive` loaded."""
+    path = Path(os.environ["FAKE_CALLS"] + ".images")
+    return set(path.read_text().split()) if path.exists() else set()
+
+
+def _container(state: dict[str, Any], isvc: dict[str, Any]) -> dict[str, Any]:
+    """The predictor container KServe builds (runtime merged, as _kserve.py reads v0.20.0)."""
+    from _kserve import predictor_container
+
+    runtimes = [manifest(o) for o in state["objects"].values()
+                if "spec" in o and ((o["kind"] == "ServingRuntime"
+                                     and o["namespace"] == isvc["namespace"])
+                                    or o["kind"] == "ClusterServingRuntime")]
+    try:
+        return predictor_container(manifest(isvc), runtimes)
+    except (AssertionError, StopIteration) as exc:
+        # KServe v0.20.0 pkg/apis/serving/v1beta1/predictor_model.go: no supporting runtime.
+        raise _PodProblem(f"No runtime found to support specified predictor ({exc})") from exc
+
+
+class _PodProblem(Exception):
+    """Why the predictor pod never becomes ready."""
+
+
+def pod_problem(state: dict[str, Any], isvc: dict[str, Any]) -> str | None:
+    """Why the InferenceService's predictor pod would never get ready, or None."""
+    try:
+        _check_pod(state, isvc)
+    except _PodProblem as exc:
+        return str(exc)
+    return None
+
+
+def _check_pod(state: dict[str, Any], isvc: dict[str, Any]) -> None:
+    ns = isvc["namespace"]
+    predictor = isvc.get("spec", {}).get("predictor", {})
+    c = _container(state, isvc)
+    account = predictor.get("serviceAccountName")
+    # kubernetes plugin/pkg/admission/serviceaccount/admission.go: a pod naming a missing
+    # ServiceAccount is refused; the ReplicaSet reports FailedCreate and retries.
+    sa = state["objects"].get(key("ServiceAccount", ns, account)) if account else {}
+    if sa is None:
+        raise _PodProblem(f'ReplicaSet FailedCreate: pods "{isvc["name"]}-predictor-..." is '
+                          f"forbidden: error looking up service account {ns}/{account}: "
+                          f'serviceaccount "{account}" not found')
+    storage = predictor.get("model", {}).get("storageUri") or next(
+        (e.get("value") for e in c.get("env", []) if e["name"] == "STORAGE_URI"), None)
+    # KServe's pod webhook mounts the Secrets the account lists into the storage
+    # initializer (v0.20.0 pkg/credentials/service_account_credentials.go,
+    # mountSecretCredential): a missing one fails the webhook, so no pod is created.
+    for ref in (sa or {}).get("secrets", []) if storage else []:
+        if key("Secret", ns, ref["name"]) not in state["objects"]:
+            raise _PodProblem(
+                'ReplicaSet FailedCreate: admission webhook "inferenceservice.kserve-'
+                'webhook-server.pod-mutator" denied the request: secrets '
+                f'"{ref["name"]}" not found')
+    gpus = int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
+    if gpus > int(os.environ.get("FAKE_NODE_GPUS", "0")):
+        raise _PodProblem("Pending: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu")
+    image, policy = c["image"], c.get("imagePullPolicy", "IfNotPresent")
+    if image not in node_images():
+        if policy == "Never":
+            raise _PodProblem(f'ErrImageNeverPull: container image "{image}" is not present '
+                              'with pull policy of Never (was it loaded with kind load?)')
+        if image not in os.environ.get("FAKE_REGISTRY_IMAGES", "").split():
+            raise _PodProblem(f'ImagePullBackOff: failed to pull image "{image}": not found')
+    # predictor/__main__.py: an empty /mnt/models stops the server with exit code 2
+    # unless --demo_if_empty asks for the embedded demo.
+    if not storage and "--demo_if_empty" not in c.get("args", []):
+        raise _PodProblem("CrashLoopBackOff: kserve-container exited with code 2 (cannot "
+                          "load the model: /mnt/models is empty; pass --demo_if_empty to "
+                          "serve the embedded demo detector)")

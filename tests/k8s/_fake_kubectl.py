@@ -165,6 +165,10 @@ def cmd_wait(state: dict[str, Any], words: list[str], options: dict[str, str],
                 raise Refused("error: timed out waiting for the condition on "
                               f"inferenceservices/{o['name']} (controller: "
                               f"{o['status']['controllerError']})")
+            problem = kserve.pod_problem(state, o)
+            if problem:
+                raise Refused("error: timed out waiting for the condition on "
+                              f"inferenceservices/{o['name']} (predictor pod: {problem})")
             ready(state, o)
     state["last_wait"] = state["seq"]
     for _, k in targets:

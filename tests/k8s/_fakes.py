@@ -30,10 +30,15 @@ echo "$(basename "$0") must not run in a dry run" >&2
 exit 97
 """
 
+# `load image-archive FILE` puts the archive's images on the node ($FAKE_CALLS.images),
+# where the fake cluster's kubelet looks for them.
 FAKE_KIND = """#!/bin/sh
 echo "kind $*" >> "$FAKE_CALLS"
 if [ "$1 $2" = "get clusters" ] && [ -n "${FAKE_CLUSTERS:-}" ]; then
     echo "$FAKE_CLUSTERS"
+fi
+if [ "$1 $2" = "load image-archive" ]; then
+    cat "$3" >> "$FAKE_CALLS.images"
 fi
 exit 0
 """
@@ -52,9 +57,9 @@ case "$*" in
     "version --format"*) echo "linux/arm64" ;;
     "image inspect"*) echo "sha256:0123abcd" ;;
     "image save"*)
-        out=""; prev=""
-        for arg in "$@"; do [ "$prev" = "-o" ] && out="$arg"; prev="$arg"; done
-        echo "archive" > "$out" ;;
+        out=""; prev=""; image=""
+        for arg in "$@"; do [ "$prev" = "-o" ] && out="$arg"; prev="$arg"; image="$arg"; done
+        echo "$image" > "$out" ;;
 esac
 exit 0
 """
@@ -145,6 +150,12 @@ def first_line_with(lines: list[str], needle: str) -> int:
 def state_file(tmp_path: Path) -> Path:
     """Where the fake kubectl keeps the test's cluster (beside the calls log)."""
     return tmp_path / "calls.log.state.json"
+
+
+def on_node(tmp_path: Path, *images: str) -> None:
+    """Puts images on the fake kind node, as `kind load image-archive` does."""
+    with open(tmp_path / "calls.log.images", "a") as node:
+        node.write("".join(f"{image}\n" for image in images))
 
 
 def forget_calls(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from ._fakes import (
     first_line_with,
     forget_calls,
     kubectl,
+    on_node,
     run_script,
 )
 from ._support import kustomize_command
@@ -72,6 +73,7 @@ def _all(tmp_path: Path, **env: str) -> object:
 def test_fake_keda_refuses_a_scaled_object_beside_kserves_hpa(
         tmp_path: Path, installed: Installed) -> None:
     installed("keda")
+    on_node(tmp_path, "kserve-detector:0.1.0")
     _ok(kubectl(tmp_path, "create", "namespace", "ml"))
     _ok(kubectl(tmp_path, "apply", "-k", "manifests/overlays/kind", "-n", "ml"))
     _ok(kubectl(tmp_path, "-n", "ml", "wait", "--for=condition=Ready", "isvc/detector"))
