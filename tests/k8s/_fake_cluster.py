@@ -213,10 +213,24 @@ def admit(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> s
             raise Refused(f'Error from server (NotFound): error when creating "STDIN": '
                           f'namespaces "{ns}" not found')
     o["namespace"] = ns
-    why = webhook_refusal(state, o)
+    why = webhook_refusal(state, o) or kserve_validation(state, o)
     if why:
         raise Refused(why)
     return f"{o['kind'].lower()}.{o['group']}/{o['name']}".replace("./", "/")
+
+
+def kserve_validation(state: dict[str, Any], o: dict[str, Any]) -> str | None:
+    """What KServe's validating webhooks refuse (_fake_admission.py), once installed."""
+    import _fake_admission
+
+    installed = {h["webhook"]["name"] for h in state["webhooks"] if h["created"] < state["seq"]}
+    if (o["kind"] == "InferenceService"
+            and _fake_admission.ISVC_WEBHOOK in installed):
+        return _fake_admission.isvc_refusal(o)
+    if (o["kind"] in {"ServingRuntime", "ClusterServingRuntime"}
+            and f"{o['kind'].lower()}.kserve-webhook-server.validator" in installed):
+        return _fake_admission.runtime_refusal(state, o)
+    return None
 
 
 def store(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> str:

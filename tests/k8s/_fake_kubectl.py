@@ -28,6 +28,7 @@ from _fake_cluster import (  # noqa: E402
     admit,
     inference_service,
     key,
+    kserve_validation,
     load_state,
     merge,
     read_objects,
@@ -199,6 +200,9 @@ def cmd_patch(state: dict[str, Any], words: list[str], options: dict[str, str]) 
         raise Refused(why)
     patch = json.loads(options.get("-p", "{}"))
     merged = merge(o, patch)
+    why = kserve_validation(state, merged)
+    if why:
+        raise Refused(why)
     if kind == "InferenceService":
         merged = inference_service(state, merged, o)
     state["objects"][k] = merged
