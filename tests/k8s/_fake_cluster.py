@@ -219,18 +219,77 @@ def admit(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> s
     return f"{o['kind'].lower()}.{o['group']}/{o['name']}".replace("./", "/")
 
 
+API_VERSIONS = {"InferenceService": "v1beta1", "ServingRuntime": "v1alpha1",
+                "ClusterServingRuntime": "v1alpha1"}
+
+
+def _unknown_fields(doc: dict[str, Any]) -> list[str]:
+    """_models.validate's unknown-field errors, cached on disk across runs: importing the
+    kserve package costs a second or more in every fake kubectl that applies an object,
+    and the tests apply the same few objects many times."""
+    import hashlib
+    import tempfile
+
+    models = Path(__file__).with_name("_models.py")
+    digest = hashlib.sha256(models.read_bytes() + json.dumps(doc, sort_keys=True).encode())
+    folder = Path(os.environ.get("FAKE_STRICT_CACHE",
+                                 Path(tempfile.gettempdir()) / "kserve-detector-fake-strict"))
+    cached = folder / f"{digest.hexdigest()}.json"
+    if cached.exists():
+        found: list[str] = json.loads(cached.read_text())
+        return found
+    try:
+        from _models import validate
+
+        found = [e for e in validate(doc) if "unknown field" in e]
+    except ImportError:
+        return []  # no kserve package: no schema to hold the object to
+    folder.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(found))
+    return found
+
+
+def strict_field_refusal(o: dict[str, Any]) -> str | None:
+    """Unknown fields in a KServe object. kubectl's default --validate=strict asks the API
+    server for strict field validation (fieldValidation=Strict, GA in Kubernetes 1.27;
+    kubernetes/kubernetes staging/src/k8s.io/kubectl/pkg/cmd/util/helpers.go,
+    GetValidationDirective), client-side and --server-side apply alike: the server
+    refuses a field the CRD's schema does not declare instead of dropping it. The schema
+    here is the kserve package's API models (_models.py), when installed."""
+    version = API_VERSIONS.get(o["kind"])
+    if version is None or "spec" not in o:
+        return None
+    doc = {"apiVersion": f"{o['group']}/{version}", "kind": o["kind"],
+           "metadata": {"name": o["name"]}, "spec": o["spec"]}
+    unknown = _unknown_fields(doc)
+    if not unknown:
+        return None
+    import re
+
+    paths = [re.sub(r"/(\d+)", r"[\1]", e.split(":", 1)[0]).replace("/", ".").lstrip(".")
+             for e in unknown]
+    fields = ", ".join(f'unknown field "{p}"' for p in paths)
+    return (f'Error from server (BadRequest): error when creating "STDIN": {o["kind"]} in '
+            f'version "{version}" cannot be handled as a {o["kind"]}: strict decoding '
+            f"error: {fields}")
+
+
 def kserve_validation(state: dict[str, Any], o: dict[str, Any]) -> str | None:
-    """What KServe's validating webhooks refuse (_fake_admission.py), once installed."""
+    """What the API server (strict fields) and KServe's validating webhooks
+    (_fake_admission.py, once installed) refuse."""
     import _fake_admission
 
+    strict = strict_field_refusal(o)
+    if strict:
+        return strict
     installed = {h["webhook"]["name"] for h in state["webhooks"] if h["created"] < state["seq"]}
-    if (o["kind"] == "InferenceService"
-            and _fake_admission.ISVC_WEBHOOK in installed):
-        return _fake_admission.isvc_refusal(o)
-    if (o["kind"] in {"ServingRuntime", "ClusterServingRuntime"}
+    why: str | None = None
+    if o["kind"] == "InferenceService" and _fake_admission.ISVC_WEBHOOK in installed:
+        why = _fake_admission.isvc_refusal(o)
+    elif (o["kind"] in {"ServingRuntime", "ClusterServingRuntime"}
             and f"{o['kind'].lower()}.kserve-webhook-server.validator" in installed):
-        return _fake_admission.runtime_refusal(state, o)
-    return None
+        why = _fake_admission.runtime_refusal(state, o)
+    return why
 
 
 def store(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> str:

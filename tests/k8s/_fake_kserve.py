@@ -156,10 +156,11 @@ def _container(state: dict[str, Any], isvc: dict[str, Any]) -> dict[str, Any]:
                                      and o["namespace"] == isvc["namespace"])
                                     or o["kind"] == "ClusterServingRuntime")]
     try:
-        return predictor_container(manifest(isvc), runtimes)
+        container: dict[str, Any] = predictor_container(manifest(isvc), runtimes)
     except (AssertionError, StopIteration) as exc:
         # KServe v0.20.0 pkg/apis/serving/v1beta1/predictor_model.go: no supporting runtime.
         raise _PodProblem(f"No runtime found to support specified predictor ({exc})") from exc
+    return container
 
 
 class _PodProblem(Exception):

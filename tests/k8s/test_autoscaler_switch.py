@@ -11,6 +11,7 @@ managed by the hpa") and the InferenceService never gets Ready. The fake cluster
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +61,7 @@ def _e2e_env(tmp_path: Path) -> dict[str, str]:
             "WEB": "0", "PROMETHEUS_RETRIES": "2", "PROMETHEUS_RETRY_DELAY": "0"}
 
 
-def _all(tmp_path: Path, **env: str) -> object:
+def _all(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     if (tmp_path / "calls.log").exists():
         forget_calls(tmp_path)
     clusters = "kserve-detector" if (tmp_path / "calls.log.state.json").exists() else "other"

@@ -113,3 +113,21 @@ def test_two_runtimes_tied_on_priority_are_refused(ml: Path) -> None:
             "servingruntimes kserve-detector and kserve-detector-twin") in err
     twin["spec"]["supportedModelFormats"][0]["priority"] = 2
     assert _apply(ml, [twin]) == (0, "")
+
+
+@pytest.mark.parametrize("server_side", [False, True])
+def test_a_misspelt_field_is_refused_not_dropped(server_side: bool, ml: Path) -> None:
+    # kubectl's default --validate=strict: the API server refuses a field the CRD does
+    # not declare (a silently dropped imagePullPolicy would pull the kind image).
+    import yaml
+
+    def misspell(isvc: dict[str, Any]) -> None:
+        container = isvc["spec"]["predictor"]["containers"][0]
+        container["imagePullPolcy"] = container.pop("imagePullPolicy")
+
+    side = ["--server-side"] if server_side else []
+    proc = kubectl(ml, "apply", *side, "-n", "ml", "-f", "-",
+                   stdin=yaml.safe_dump_all(_overlay("kind", misspell)))
+    assert proc.returncode == 1
+    assert ('strict decoding error: unknown field '
+            '"spec.predictor.containers[0].imagePullPolcy"') in proc.stderr

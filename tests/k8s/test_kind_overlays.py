@@ -38,7 +38,7 @@ def _deployed(tmp_path: Path, overlay: str) -> str | None:
         assert "not made for kind" in proc.stderr, proc.stderr
         return None
     (found,) = re.findall(r"^  - \.\./\.\./manifests/overlays/(\S+)$", proc.stdout, re.MULTILINE)
-    return found
+    return str(found)
 
 
 def _bytes(quantity: str) -> float:
