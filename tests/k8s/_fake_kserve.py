@@ -35,7 +35,8 @@ from typing import Any
 
 from _fake_cluster import key, served_kinds
 
-__all__ = ["delete", "manifest", "owned_by", "pod_problem", "reconcile", "served_kinds"]
+__all__ = ["delete", "deployment_problem", "manifest", "owned_by", "pod_problem", "reconcile",
+           "served_kinds"]
 
 AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
 HPA_OWNERSHIP = "validations.keda.sh/hpa-ownership"
@@ -147,6 +148,26 @@ def node_images() -> set[str]:
     return set(path.read_text().split()) if path.exists() else set()
 
 
+def _image_problem(c: dict[str, Any]) -> str | None:
+    """Why the kubelet cannot start this container's image on the kind node, or None."""
+    image, policy = c["image"], c.get("imagePullPolicy", "IfNotPresent")
+    if image in node_images():
+        return None
+    if policy == "Never":
+        return (f'ErrImageNeverPull: container image "{image}" is not present with pull '
+                "policy of Never (was it loaded with kind load?)")
+    if image not in os.environ.get("FAKE_REGISTRY_IMAGES", "").split():
+        return f'ImagePullBackOff: failed to pull image "{image}": not found'
+    return None
+
+
+def deployment_problem(deployment: dict[str, Any]) -> str | None:
+    """Why a Deployment applied by hand (the web app) never rolls out: its images."""
+    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get(
+        "containers", [])
+    return next((p for p in map(_image_problem, containers) if p), None)
+
+
 def _container(state: dict[str, Any], isvc: dict[str, Any]) -> dict[str, Any]:
     """The predictor container KServe builds (runtime merged, as _kserve.py reads v0.20.0)."""
     from _kserve import predictor_container
@@ -202,13 +223,9 @@ def _check_pod(state: dict[str, Any], isvc: dict[str, Any]) -> None:
     gpus = int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
     if gpus > int(os.environ.get("FAKE_NODE_GPUS", "0")):
         raise _PodProblem("Pending: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu")
-    image, policy = c["image"], c.get("imagePullPolicy", "IfNotPresent")
-    if image not in node_images():
-        if policy == "Never":
-            raise _PodProblem(f'ErrImageNeverPull: container image "{image}" is not present '
-                              'with pull policy of Never (was it loaded with kind load?)')
-        if image not in os.environ.get("FAKE_REGISTRY_IMAGES", "").split():
-            raise _PodProblem(f'ImagePullBackOff: failed to pull image "{image}": not found')
+    pull = _image_problem(c)
+    if pull:
+        raise _PodProblem(pull)
     # predictor/__main__.py: an empty /mnt/models stops the server with exit code 2
     # unless --demo_if_empty asks for the embedded demo.
     if not storage and "--demo_if_empty" not in c.get("args", []):

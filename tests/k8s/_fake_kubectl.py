@@ -183,6 +183,10 @@ def cmd_rollout(state: dict[str, Any], words: list[str], options: dict[str, str]
         k = key("Deployment", options.get("-n", "default"), kind_name.split("/", 1)[1])
         if k not in state["objects"]:
             raise Refused(f'Error from server (NotFound): deployments "{kind_name}" not found')
+        problem = kserve.deployment_problem(state["objects"][k])
+        if problem:
+            raise Refused(f'error: deployment "{kind_name}" exceeded its progress deadline '
+                          f"(pod: {problem})")
         state["objects"][k]["available"] = True
         print(f'deployment "{kind_name}" successfully rolled out')
     return 0

@@ -123,3 +123,15 @@ def test_a_model_format_no_runtime_serves_is_refused(ml: Path) -> None:
     rc, err = _wait(ml)
     assert rc == 1
     assert "No runtime found to support specified predictor" in err
+
+
+
+def test_the_web_app_rolls_out_only_with_its_image_on_the_node(ml: Path) -> None:
+    web = "kserve-detector-web:0.1.0"
+    assert kubectl(ml, "apply", "-k", "manifests/app", "-n", "ml").returncode == 0
+    proc = kubectl(ml, "-n", "ml", "rollout", "status", "deployment/detector-web")
+    assert proc.returncode == 1
+    assert f'ImagePullBackOff: failed to pull image "{web}"' in proc.stderr
+    on_node(ml, web)
+    assert kubectl(ml, "-n", "ml", "rollout", "status",
+                   "deployment/detector-web").returncode == 0
