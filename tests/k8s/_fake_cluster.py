@@ -10,6 +10,8 @@ state lives in ``$FAKE_CALLS.state.json``, so successive commands see one cluste
   API server time); ``wait --for=condition=Established`` is the upstream way (KServe
   v0.20.0 hack/setup/common.sh, wait_for_crd).
 - A namespaced object in a namespace that does not exist: NotFound.
+- A KServe object with a field its schema lacks (strict field validation), and what
+  KServe's validating webhooks refuse (_fake_admission.py).
 - A request that a validating webhook (failurePolicy Fail) covers, while the
   Deployment serving that webhook is not Available: "failed calling webhook ... no
   endpoints available" (knative/serving#13665 for config-network). A webhook

@@ -4,11 +4,15 @@ _fake_cluster.py.
 
 It answers what the kind script and the documented steps run: apply (-f a release URL,
 a file or stdin, -k a kustomization rendered by the real kubectl), create namespace,
-wait, rollout status, patch, get, port-forward (which really listens on its local
-port), and accepts the diagnostics commands (logs, describe) silently. The knobs of
-the earlier shell fake stay: FAKE_FAIL / FAKE_FAIL_TIMES (fail calls containing a
-string), FAKE_MINOR (server version), FAKE_SERVICE_PORTS (the predictor Service's
-ports).
+create --dry-run=server, wait, rollout status, patch, get (a few -o jsonpath forms),
+delete, port-forward (which really listens on its local port), and accepts the
+diagnostics commands (logs, describe) silently. KServe's controller and KEDA's webhook
+are in _fake_kserve.py, KServe's validating webhooks in _fake_admission.py. Knobs:
+FAKE_FAIL / FAKE_FAIL_TIMES (fail calls containing a string), FAKE_MINOR (server
+version), FAKE_SERVICE_PORTS (the predictor Service's ports), FAKE_CA_INJECT_SECONDS
+(cert-manager's CA bundle lands that long after its Deployments are Available),
+FAKE_NODE_GPUS, FAKE_REGISTRY_IMAGES (images a registry has; the node holds what the
+fake `kind load` loaded).
 """
 
 from __future__ import annotations
