@@ -57,6 +57,8 @@ dump_diagnostics() {
         for cmd in \
             "-n $NAMESPACE get inferenceservice $ISVC_NAME -o yaml" \
             "-n $NAMESPACE get pods,svc,deployments,hpa -o wide" \
+            "-n $NAMESPACE get scaledobjects -o wide" \
+            "-n $NAMESPACE describe replicasets -l $selector" \
             "-n $NAMESPACE get servingruntimes -o yaml" \
             "-n $NAMESPACE describe pods -l $selector" \
             "-n $NAMESPACE logs -l $selector --all-containers --prefix --tail=300" \

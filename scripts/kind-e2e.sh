@@ -28,9 +28,11 @@
 # NAMESPACE [kserve-detector], ISVC_NAME / MODEL_NAME [detector],
 # IMAGE [kserve-detector:0.1.0], WEB_IMAGE [kserve-detector-web:0.1.0],
 # OVERLAY [kind; kind-keda with KEDA=1, else kind-knative with KNATIVE=1;
-# kind-runtime deploys through the ServingRuntime], LOCAL_PORT [18080],
+# kind-runtime deploys through the ServingRuntime, kind-grpc puts gRPC first; an
+# overlay X with a kind-X variant runs that], LOCAL_PORT [18080],
 # LOCAL_GRPC_PORT [18081], LOCAL_WEB_PORT [18000], LOCAL_PROMETHEUS_PORT [19090],
 # WAIT_TIMEOUT [600s], WEBHOOK_RETRIES [6] x WEBHOOK_RETRY_DELAY [10 s],
+# CERT_MANAGER_API_RETRIES [24] x CERT_MANAGER_API_RETRY_DELAY [5 s],
 # PROMETHEUS_RETRIES [12] x PROMETHEUS_RETRY_DELAY [5 s],
 # DOCKER_BUILD_ARGS, SKIP_BUILD=1, WEB=0 (no web app), KNATIVE=1, KEDA=1,
 # TEARDOWN=1, DRY_RUN=1, PYTEST [.venv/bin/pytest], PYTHON [.venv/bin/python],
@@ -63,6 +65,10 @@ WAIT_TIMEOUT="${WAIT_TIMEOUT:-600s}"
 # Bounded retries while KServe's webhooks come up (attempts, seconds between).
 WEBHOOK_RETRIES="${WEBHOOK_RETRIES:-6}"
 WEBHOOK_RETRY_DELAY="${WEBHOOK_RETRY_DELAY:-10}"
+# How long to wait for cert-manager's API after its Deployments are Available: 2
+# minutes, polled every 5 s as `cmctl check api` polls.
+CERT_MANAGER_API_RETRIES="${CERT_MANAGER_API_RETRIES:-24}"
+CERT_MANAGER_API_RETRY_DELAY="${CERT_MANAGER_API_RETRY_DELAY:-5}"
 # How long e2e asks Prometheus for the ScaledObject's metric (attempts, seconds between).
 PROMETHEUS_RETRIES="${PROMETHEUS_RETRIES:-12}"
 PROMETHEUS_RETRY_DELAY="${PROMETHEUS_RETRY_DELAY:-5}"
@@ -88,7 +94,9 @@ CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.17.0}"
 KSERVE_VERSION="${KSERVE_VERSION:-v0.20.0}"
 KNATIVE_VERSION="${KNATIVE_VERSION:-1.21.1}"
 KOURIER_VERSION="${KOURIER_VERSION:-$KNATIVE_VERSION}"
-KEDA_VERSION="${KEDA_VERSION:-2.18.0}"
+# Not KServe's 2.18.0 pin: KEDA 2.18.0 has CVE-2025-68476, fixed in 2.18.3
+# (kedacore/keda v2.18.3 CHANGELOG.md; KServe v0.20.0 kserve-deps.env flags it).
+KEDA_VERSION="${KEDA_VERSION:-2.18.3}"
 
 GH="https://github.com"
 CERT_MANAGER_URL="${CERT_MANAGER_URL:-$GH/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml}"
@@ -112,9 +120,43 @@ source "$ROOT_DIR/scripts/k8s-lib.sh"
 # install_kserve
 # shellcheck source=kind-install.sh disable=SC1091
 source "$ROOT_DIR/scripts/kind-install.sh"
+# build_image, load_image, apply_overlay, wait_ready, deploy_app
+# shellcheck source=kind-deploy.sh disable=SC1091
+source "$ROOT_DIR/scripts/kind-deploy.sh"
 # check_web, check_keda_signal, dump_diagnostics
 # shellcheck source=kind-checks.sh disable=SC1091
 source "$ROOT_DIR/scripts/kind-checks.sh"
+
+# kind_overlays: the overlays made for kind (kind, kind-*), one per line.
+kind_overlays() {
+    local dir
+    for dir in "$ROOT_DIR"/manifests/overlays/kind "$ROOT_DIR"/manifests/overlays/kind-*; do
+        [[ -f "$dir/kustomization.yaml" ]] && basename "$dir"
+    done
+}
+
+# OVERLAY, defaulted from KEDA / KNATIVE, and always a kind variant: the others name no
+# weights, ask for 2 CPUs and pull their image, so on kind the server exits (empty
+# model folder) or the pod never schedules. OVERLAY=grpc runs kind-grpc.
+choose_overlay() {
+    if [[ -z "$OVERLAY" ]]; then
+        OVERLAY=kind
+        if is_true "$KEDA"; then
+            OVERLAY=kind-keda
+        elif knative_mode; then
+            OVERLAY=kind-knative
+        fi
+    fi
+    [[ -d "$ROOT_DIR/manifests/overlays/$OVERLAY" ]] || die "no overlay manifests/overlays/$OVERLAY"
+    if [[ "$OVERLAY" != kind && "$OVERLAY" != kind-* ]]; then
+        if [[ -d "$ROOT_DIR/manifests/overlays/kind-$OVERLAY" ]]; then
+            echo "OVERLAY=$OVERLAY: deploying its kind variant, kind-$OVERLAY" >&2
+            OVERLAY="kind-$OVERLAY"
+        else
+            die "overlay '$OVERLAY' is not made for kind (no weights, no local image, too large); use one of: $(kind_overlays | tr '\n' ' ')"
+        fi
+    fi
+}
 
 usage() {
     sed -n '3,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
@@ -184,129 +226,6 @@ cmd_up() {
 }
 
 # --- deploy ----------------------------------------------------------------------------
-# build_image STAGE IMAGE: one stage of the Dockerfile, named, since the Dockerfile
-# builds both the predictor (runtime) and the web app (web).
-build_image() {
-    local stage="$1" image="$2" extra=()
-    if [[ -n "$DOCKER_BUILD_ARGS" ]]; then
-        read -r -a extra <<<"$DOCKER_BUILD_ARGS"
-    fi
-    log "image build: $image (stage $stage)"
-    if is_true "$SKIP_BUILD"; then
-        echo "SKIP_BUILD=1: using the existing local image $image"
-        return 0
-    fi
-    run docker build ${extra[@]+"${extra[@]}"} --target "$stage" -t "$image" "$ROOT_DIR"
-}
-
-load_image() {
-    log "image load: $1 into kind cluster '$CLUSTER_NAME'"
-    load_image_archive "$1" "$CLUSTER_NAME" "$ARTIFACTS_DIR/image.tar"
-}
-
-# image_id IMAGE: the content id; a rebuild under the same tag must still roll pods.
-image_id() {
-    if is_dry_run; then
-        echo IMAGE_ID
-        return 0
-    fi
-    docker image inspect --format '{{.Id}}' "$1"
-}
-
-# The overlay, in our namespace, with the image we just built (IMAGE may differ
-# from the tag the manifests pin). The image id goes into a predictor annotation
-# (KServe copies them onto the pods), so a new build under the same tag rolls the
-# pods. A merge patch, so the overlay's own annotations (keda's) stay.
-write_deploy_kustomization() {
-    local id
-    id="$(image_id "$IMAGE")"
-    write_kustomization "$DEPLOY_DIR" "$(cat <<EOF
-# Generated by scripts/kind-e2e.sh; safe to delete.
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-namespace: $NAMESPACE
-resources:
-  - ../../manifests/overlays/$OVERLAY
-images:
-  - name: kserve-detector
-    newName: ${IMAGE%:*}
-    newTag: "${IMAGE##*:}"
-patches:
-  - target:
-      group: serving.kserve.io
-      kind: InferenceService
-    patch: |-
-      apiVersion: serving.kserve.io/v1beta1
-      kind: InferenceService
-      metadata:
-        name: $ISVC_NAME
-      spec:
-        predictor:
-          annotations:
-            kserve-detector/image-id: "$id"
-EOF
-)"
-}
-
-apply_overlay() {
-    log "apply: overlay '$OVERLAY' to namespace '$NAMESPACE'"
-    ensure_namespace "$NAMESPACE"
-    write_deploy_kustomization
-    k apply -k "$DEPLOY_DIR"
-}
-
-wait_ready() {
-    log "wait: InferenceService '$ISVC_NAME' Ready (timeout $WAIT_TIMEOUT)"
-    k -n "$NAMESPACE" wait --for=condition=Ready "inferenceservice/$ISVC_NAME" --timeout="$WAIT_TIMEOUT"
-}
-
-# manifests/app in our namespace with the web image we built, never pulled (it is
-# only on the kind node), rolled when the build changes. The grpc overlay moves REST
-# off port 80 of the predictor Service: manifests/app-grpc calls it where it is.
-write_app_kustomization() {
-    local id app="app"
-    if [[ "$OVERLAY" == grpc ]]; then
-        app="app-grpc"
-    fi
-    id="$(image_id "$WEB_IMAGE")"
-    write_kustomization "$APP_DIR" "$(cat <<EOF
-# Generated by scripts/kind-e2e.sh; safe to delete.
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-namespace: $NAMESPACE
-resources:
-  - ../../manifests/$app
-images:
-  - name: kserve-detector-web
-    newName: ${WEB_IMAGE%:*}
-    newTag: "${WEB_IMAGE##*:}"
-patches:
-  - patch: |-
-      apiVersion: apps/v1
-      kind: Deployment
-      metadata:
-        name: $WEB_NAME
-      spec:
-        template:
-          metadata:
-            annotations:
-              kserve-detector/image-id: "$id"
-          spec:
-            containers:
-              - name: web
-                imagePullPolicy: Never
-EOF
-)"
-}
-
-# After the InferenceService is Ready, so the app's first calls find it.
-deploy_app() {
-    log "apply: web app (manifests/app) to namespace '$NAMESPACE'"
-    write_app_kustomization
-    k apply -k "$APP_DIR"
-    k -n "$NAMESPACE" rollout status "deployment/$WEB_NAME" --timeout="$WAIT_TIMEOUT"
-}
-
 cmd_deploy() {
     need docker kind kubectl
     build_image runtime "$IMAGE"
@@ -457,15 +376,7 @@ main() {
         usage >&2
         exit 2
     fi
-    if [[ -z "$OVERLAY" ]]; then
-        OVERLAY=kind
-        if is_true "$KEDA"; then
-            OVERLAY=kind-keda
-        elif knative_mode; then
-            OVERLAY=kind-knative
-        fi
-    fi
-    [[ -d "$ROOT_DIR/manifests/overlays/$OVERLAY" ]] || die "no overlay manifests/overlays/$OVERLAY"
+    choose_overlay
     local image
     for image in "$IMAGE" "$WEB_IMAGE"; do
         [[ "${image##*/}" == *:* ]] || die "IMAGE and WEB_IMAGE must carry a tag (name:tag), got '$image'"

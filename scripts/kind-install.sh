@@ -13,6 +13,29 @@ install_cert_manager() {
     log "cert-manager $CERT_MANAGER_VERSION"
     k apply -f "$CERT_MANAGER_URL"
     k -n cert-manager wait --for=condition=Available deployment --all --timeout=300s
+    # Available is not ready: until cainjector has put the CA bundle into the webhook
+    # configurations, cert-manager's webhook (failurePolicy Fail) fails every request
+    # on cert-manager.io objects with "x509: certificate signed by unknown authority",
+    # kserve.yaml's Issuer and Certificates included. Wait as `cmctl check api --wait`
+    # does (cert-manager/cmctl v2.4.1 pkg/check/api/api.go, polling
+    # cert-manager/cert-manager v1.17.0 pkg/util/cmapichecker/cmapichecker.go): until
+    # a dry-run create of a cert-manager object gets through the webhook.
+    log "cert-manager API: wait for a dry-run create to pass its webhook"
+    retry "$CERT_MANAGER_API_RETRIES" "$CERT_MANAGER_API_RETRY_DELAY" cert_manager_api_answers \
+        || die "cert-manager's API did not answer after $CERT_MANAGER_API_RETRIES tries (kubectl -n cert-manager logs deploy/cert-manager-cainjector)"
+}
+
+# A server-side dry run: admission webhooks run, nothing is stored.
+cert_manager_api_answers() {
+    k create --dry-run=server -o name -f - <<'EOF'
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata:
+  name: kind-e2e-api-check
+  namespace: cert-manager
+spec:
+  selfSigned: {}
+EOF
 }
 
 install_knative() {

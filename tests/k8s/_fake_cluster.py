@@ -10,6 +10,8 @@ state lives in ``$FAKE_CALLS.state.json``, so successive commands see one cluste
   API server time); ``wait --for=condition=Established`` is the upstream way (KServe
   v0.20.0 hack/setup/common.sh, wait_for_crd).
 - A namespaced object in a namespace that does not exist: NotFound.
+- A KServe object with a field its schema lacks (strict field validation), and what
+  KServe's validating webhooks refuse (_fake_admission.py).
 - A request that a validating webhook (failurePolicy Fail) covers, while the
   Deployment serving that webhook is not Available: "failed calling webhook ... no
   endpoints available" (knative/serving#13665 for config-network). A webhook
@@ -36,6 +38,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +104,9 @@ def from_manifest(doc: dict[str, Any]) -> dict[str, Any]:
                           "scope": doc["spec"].get("scope", "Namespaced")}
     if "spec" in doc:
         out["spec"] = doc["spec"]
-    if "data" in doc:
-        out["data"] = doc["data"]
+    for field in ("data", "stringData", "secrets"):
+        if field in doc:
+            out[field] = doc[field]
     return out
 
 
@@ -176,11 +180,33 @@ def webhook_refusal(state: dict[str, Any], o: dict[str, Any]) -> str | None:
                     f'calling webhook "{w["name"]}": failed to call webhook: Post '
                     f'"https://{w["service"]}.{ns}.svc:443/validate": no endpoints '
                     f'available for service "{w["service"]}"')
+        if not ca_injected(state, w):
+            return (f'Error from server (InternalError): Internal error occurred: failed '
+                    f'calling webhook "{w["name"]}": failed to call webhook: Post '
+                    f'"https://{w["service"]}.{ns}.svc:443/validate?timeout=30s": tls: '
+                    "failed to verify certificate: x509: certificate signed by unknown "
+                    "authority")
     return None
 
 
-def store(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> str:
-    """Creates or updates one object; returns kubectl's line for it."""
+def ca_injected(state: dict[str, Any], w: dict[str, Any]) -> bool:
+    """Whether the CA injector has filled this webhook's caBundle: FAKE_CA_INJECT_SECONDS
+    (default 0) after its Deployment became Available. Until then the API server cannot
+    verify the webhook's certificate (cert-manager v1.17.0: cainjector injects
+    cert-manager-webhook's own CA into its webhook configurations)."""
+    injector = w.get("ca_injector")
+    if not injector:
+        return True
+    deployment = state["objects"].get(key("Deployment", *injector), {})
+    if not deployment.get("available"):
+        return False
+    delay = float(os.environ.get("FAKE_CA_INJECT_SECONDS", "0"))
+    return bool(time.time() >= deployment.get("available_at", 0) + delay)
+
+
+def admit(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> str:
+    """What the API server checks before storing an object (a server-side dry run stops
+    here); returns kubectl's ``kind/name``."""
     scope = check_kind(state, o)
     ns = None
     if scope == "Namespaced":
@@ -188,10 +214,91 @@ def store(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> s
         if ns not in state["namespaces"]:
             raise Refused(f'Error from server (NotFound): error when creating "STDIN": '
                           f'namespaces "{ns}" not found')
-    o = {**o, "namespace": ns}
-    why = webhook_refusal(state, o)
+    o["namespace"] = ns
+    why = webhook_refusal(state, o) or kserve_validation(state, o)
     if why:
         raise Refused(why)
+    return f"{o['kind'].lower()}.{o['group']}/{o['name']}".replace("./", "/")
+
+
+API_VERSIONS = {"InferenceService": "v1beta1", "ServingRuntime": "v1alpha1",
+                "ClusterServingRuntime": "v1alpha1"}
+
+
+def _unknown_fields(doc: dict[str, Any]) -> list[str]:
+    """_models.validate's unknown-field errors, cached on disk across runs: importing the
+    kserve package costs a second or more in every fake kubectl that applies an object,
+    and the tests apply the same few objects many times."""
+    import hashlib
+    import tempfile
+
+    models = Path(__file__).with_name("_models.py")
+    digest = hashlib.sha256(models.read_bytes() + json.dumps(doc, sort_keys=True).encode())
+    folder = Path(os.environ.get("FAKE_STRICT_CACHE",
+                                 Path(tempfile.gettempdir()) / "kserve-detector-fake-strict"))
+    cached = folder / f"{digest.hexdigest()}.json"
+    if cached.exists():
+        found: list[str] = json.loads(cached.read_text())
+        return found
+    try:
+        from _models import validate
+
+        found = [e for e in validate(doc) if "unknown field" in e]
+    except ImportError:
+        return []  # no kserve package: no schema to hold the object to
+    folder.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(found))
+    return found
+
+
+def strict_field_refusal(o: dict[str, Any]) -> str | None:
+    """Unknown fields in a KServe object. kubectl's default --validate=strict asks the API
+    server for strict field validation (fieldValidation=Strict, GA in Kubernetes 1.27;
+    kubernetes/kubernetes staging/src/k8s.io/kubectl/pkg/cmd/util/helpers.go,
+    GetValidationDirective), client-side and --server-side apply alike: the server
+    refuses a field the CRD's schema does not declare instead of dropping it. The schema
+    here is the kserve package's API models (_models.py), when installed."""
+    version = API_VERSIONS.get(o["kind"])
+    if version is None or "spec" not in o:
+        return None
+    doc = {"apiVersion": f"{o['group']}/{version}", "kind": o["kind"],
+           "metadata": {"name": o["name"]}, "spec": o["spec"]}
+    unknown = _unknown_fields(doc)
+    if not unknown:
+        return None
+    import re
+
+    paths = [re.sub(r"/(\d+)", r"[\1]", e.split(":", 1)[0]).replace("/", ".").lstrip(".")
+             for e in unknown]
+    fields = ", ".join(f'unknown field "{p}"' for p in paths)
+    return (f'Error from server (BadRequest): error when creating "STDIN": {o["kind"]} in '
+            f'version "{version}" cannot be handled as a {o["kind"]}: strict decoding '
+            f"error: {fields}")
+
+
+def kserve_validation(state: dict[str, Any], o: dict[str, Any]) -> str | None:
+    """What the API server (strict fields) and KServe's validating webhooks
+    (_fake_admission.py, once installed) refuse."""
+    import _fake_admission
+
+    strict = strict_field_refusal(o)
+    if strict:
+        return strict
+    installed = {h["webhook"]["name"] for h in state["webhooks"] if h["created"] < state["seq"]}
+    why: str | None = None
+    if o["kind"] == "InferenceService" and _fake_admission.ISVC_WEBHOOK in installed:
+        why = _fake_admission.isvc_refusal(o)
+    elif (o["kind"] in {"ServingRuntime", "ClusterServingRuntime"}
+            and f"{o['kind'].lower()}.kserve-webhook-server.validator" in installed):
+        why = _fake_admission.runtime_refusal(state, o)
+    return why
+
+
+def store(state: dict[str, Any], o: dict[str, Any], default_ns: str | None) -> str:
+    """Creates or updates one object; returns kubectl's line for it."""
+    o = dict(o)
+    admit(state, o, default_ns)
+    ns = o["namespace"]
     k = key(o["kind"], ns, o["name"])
     old = state["objects"].get(k)
     if o["kind"] == "InferenceService":

@@ -4,11 +4,15 @@ _fake_cluster.py.
 
 It answers what the kind script and the documented steps run: apply (-f a release URL,
 a file or stdin, -k a kustomization rendered by the real kubectl), create namespace,
-wait, rollout status, patch, get, port-forward (which really listens on its local
-port), and accepts the diagnostics commands (logs, describe) silently. The knobs of
-the earlier shell fake stay: FAKE_FAIL / FAKE_FAIL_TIMES (fail calls containing a
-string), FAKE_MINOR (server version), FAKE_SERVICE_PORTS (the predictor Service's
-ports).
+create --dry-run=server, wait, rollout status, patch, get (a few -o jsonpath forms),
+delete, port-forward (which really listens on its local port), and accepts the
+diagnostics commands (logs, describe) silently. KServe's controller and KEDA's webhook
+are in _fake_kserve.py, KServe's validating webhooks in _fake_admission.py. Knobs:
+FAKE_FAIL / FAKE_FAIL_TIMES (fail calls containing a string), FAKE_MINOR (server
+version), FAKE_SERVICE_PORTS (the predictor Service's ports), FAKE_CA_INJECT_SECONDS
+(cert-manager's CA bundle lands that long after its Deployments are Available),
+FAKE_NODE_GPUS, FAKE_REGISTRY_IMAGES (images a registry has; the node holds what the
+fake `kind load` loaded).
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _fake_kserve as kserve  # noqa: E402
 from _fake_cluster import (  # noqa: E402
     Refused,
+    admit,
     inference_service,
     key,
+    kserve_validation,
     load_state,
     merge,
     read_objects,
@@ -75,12 +82,26 @@ def cmd_apply(state: dict[str, Any], options: dict[str, str]) -> int:
             print(store(state, o, options.get("-n")))
         except Refused as exc:
             failures.append(str(exc))
+    reconcile_all(state)
     for failure in failures:
         print(failure, file=sys.stderr)
     return 1 if failures else 0
 
 
-def cmd_create(state: dict[str, Any], words: list[str]) -> int:
+def reconcile_all(state: dict[str, Any]) -> None:
+    """KServe's controller, once over every InferenceService (it watches them all)."""
+    for o in list(state["objects"].values()):
+        if o["kind"] == "InferenceService":
+            kserve.reconcile(state, o)
+
+
+def cmd_create(state: dict[str, Any], words: list[str], options: dict[str, str],
+               flags: set[str]) -> int:
+    if "--dry-run" in flags and "-f" in options:
+        # A server-side dry run: admitted (or refused) as a create, stored nowhere.
+        for o in read_objects(options):
+            print(admit(state, o, options.get("-n")) + " (server dry run)")
+        return 0
     if words[1:2] != ["namespace"]:
         return 0
     name = words[2]
@@ -98,7 +119,9 @@ def _targets(state: dict[str, Any], words: list[str], options: dict[str, str],
     aliases = {"deployment": "Deployment", "deploy": "Deployment", "crd": "crd",
                "customresourcedefinition": "crd", "inferenceservice": "InferenceService",
                "isvc": "InferenceService", "configmap": "ConfigMap",
-               "scaledobject": "ScaledObject"}
+               "scaledobject": "ScaledObject", "scaledobjects": "ScaledObject",
+               "hpa": "HorizontalPodAutoscaler",
+               "horizontalpodautoscaler": "HorizontalPodAutoscaler"}
     resource = words[1] if len(words) > 1 else ""
     if "/" in resource:
         kind, name = resource.split("/", 1)
@@ -137,8 +160,20 @@ def cmd_wait(state: dict[str, Any], words: list[str], options: dict[str, str],
             raise Refused(f'Error from server (NotFound): {kind.lower()}s '
                           f'"{k.rsplit("/", 1)[-1]}" not found')
         if condition == "condition=Available" and kind == "Deployment":
+            if not o.get("available"):
+                o["available_at"] = time.time()
             o["available"] = True
         if condition == "condition=Ready" and kind == "InferenceService":
+            # The controller retried a failed reconcile meanwhile (with backoff).
+            kserve.reconcile(state, o)
+            if o["status"].get("controllerError"):
+                raise Refused("error: timed out waiting for the condition on "
+                              f"inferenceservices/{o['name']} (controller: "
+                              f"{o['status']['controllerError']})")
+            problem = kserve.pod_problem(state, o)
+            if problem:
+                raise Refused("error: timed out waiting for the condition on "
+                              f"inferenceservices/{o['name']} (predictor pod: {problem})")
             ready(state, o)
     state["last_wait"] = state["seq"]
     for _, k in targets:
@@ -152,6 +187,10 @@ def cmd_rollout(state: dict[str, Any], words: list[str], options: dict[str, str]
         k = key("Deployment", options.get("-n", "default"), kind_name.split("/", 1)[1])
         if k not in state["objects"]:
             raise Refused(f'Error from server (NotFound): deployments "{kind_name}" not found')
+        problem = kserve.deployment_problem(state["objects"][k])
+        if problem:
+            raise Refused(f'error: deployment "{kind_name}" exceeded its progress deadline '
+                          f"(pod: {problem})")
         state["objects"][k]["available"] = True
         print(f'deployment "{kind_name}" successfully rolled out')
     return 0
@@ -169,15 +208,76 @@ def cmd_patch(state: dict[str, Any], words: list[str], options: dict[str, str]) 
         raise Refused(why)
     patch = json.loads(options.get("-p", "{}"))
     merged = merge(o, patch)
+    why = kserve_validation(state, merged)
+    if why:
+        raise Refused(why)
     if kind == "InferenceService":
         merged = inference_service(state, merged, o)
     state["objects"][k] = merged
+    reconcile_all(state)
     print(f"{kind.lower()}/{o['name']} patched")
     return 0
 
 
+def get_autoscaler(state: dict[str, Any], words: list[str], options: dict[str, str],
+                   flags: set[str]) -> int:
+    """``get hpa|scaledobject NAME -o jsonpath=...``: what KServe and KEDA made (only
+    what exists: a ScaledObject needs KEDA's CRD)."""
+    (kind, k), = _targets(state, words, options, flags)
+    if kind == "ScaledObject" and ("keda.sh", "ScaledObject") not in kserve.served_kinds(state):
+        raise Refused('error: the server doesn\'t have a resource type "scaledobject"')
+    o = state["objects"].get(k)
+    if o is None:
+        if "--ignore-not-found" in flags:
+            return 0
+        plural = "scaledobjects.keda.sh" if kind == "ScaledObject" else \
+            "horizontalpodautoscalers.autoscaling"
+        raise Refused(f'Error from server (NotFound): {plural} "{k.rsplit("/", 1)[-1]}" '
+                      "not found")
+    sys.stdout.write(jsonpath(kserve.manifest(o), options.get("-o", "")))
+    return 0
+
+
+def jsonpath(doc: Any, output: str) -> str:
+    """The few ``-o jsonpath=`` forms the script reads: dotted fields, ``[N]`` and
+    ``[?(@.field=="value")]`` filters."""
+    import re
+
+    if not output.startswith("jsonpath="):
+        return ""
+    path = output.split("=", 1)[1].strip("{}'")
+    nodes = [doc]
+    for step in re.findall(r'\.(\w+)|\[(\d+)\]|\[\?\(@\.(\w+)=="([^"]*)"\)\]', path):
+        field, index, filter_key, filter_value = step
+        out: list[Any] = []
+        for node in nodes:
+            if field and isinstance(node, dict) and field in node:
+                out.append(node[field])
+            elif index and isinstance(node, list) and int(index) < len(node):
+                out.append(node[int(index)])
+            elif filter_key and isinstance(node, list):
+                out += [n for n in node if isinstance(n, dict)
+                        and str(n.get(filter_key)) == filter_value]
+        nodes = out
+    return " ".join(n if isinstance(n, str) else json.dumps(n) for n in nodes)
+
+
+def cmd_delete(state: dict[str, Any], words: list[str], options: dict[str, str],
+               flags: set[str]) -> int:
+    for kind, k in _targets(state, words, options, flags):
+        if k not in state["objects"]:
+            if "--ignore-not-found" in flags:
+                continue
+            raise Refused(f'Error from server (NotFound): {kind.lower()} '
+                          f'"{k.rsplit("/", 1)[-1]}" not found')
+        kserve.delete(state, k)
+        print(f'{kind.lower()}.{"autoscaling" if kind == "HorizontalPodAutoscaler" else "keda.sh"} '
+              f'"{k.rsplit("/", 1)[-1]}" deleted')
+    return 0
+
+
 def cmd_get(state: dict[str, Any], words: list[str], options: dict[str, str],
-            argv: list[str]) -> int:
+            argv: list[str], flags: set[str]) -> int:
     line = " ".join(argv)
     if "--raw" in argv and "/version" in argv:
         minor = os.environ.get("FAKE_MINOR", "34")
@@ -199,20 +299,8 @@ def cmd_get(state: dict[str, Any], words: list[str], options: dict[str, str],
             if f'name=="{name}"' in line:
                 sys.stdout.write(port)
         return 0
-    if resource.startswith("scaledobject/"):
-        # KServe's ScaledObject for a keda-class InferenceService: named after its
-        # predictor, the trigger carrying the InferenceService's query.
-        ns = options.get("-n", "default")
-        for o in state["objects"].values():
-            if (o["kind"] == "InferenceService" and o["namespace"] == ns
-                    and resource == f"scaledobject/{o['name']}-predictor"
-                    and o.get("annotations", {}).get("serving.kserve.io/autoscalerClass")
-                    == "keda"):
-                (metric,) = o["spec"]["predictor"]["autoScaling"]["metrics"]
-                sys.stdout.write(metric["external"]["metric"]["query"])
-                return 0
-        raise Refused(f'Error from server (NotFound): scaledobjects.keda.sh '
-                      f'"{resource.split("/", 1)[1]}" not found')
+    if resource.split("/", 1)[0] in {"scaledobject", "scaledobjects", "hpa"}:
+        return get_autoscaler(state, words, options, flags)
     if resource in {"configmap", "isvc", "inferenceservice"} and len(words) > 2:
         (kind, k), = _targets(state, words, options, set())
         o = state["objects"].get(k)
@@ -272,7 +360,7 @@ def main(argv: list[str]) -> int:
         if words[0] == "apply":
             rc = cmd_apply(state, options)
         elif words[0] == "create":
-            rc = cmd_create(state, words)
+            rc = cmd_create(state, words, options, flags)
         elif words[0] == "wait":
             rc = cmd_wait(state, words, options, flags)
         elif words[0] == "rollout":
@@ -280,7 +368,9 @@ def main(argv: list[str]) -> int:
         elif words[0] == "patch":
             rc = cmd_patch(state, words, options)
         elif words[0] == "get":
-            rc = cmd_get(state, words, options, argv)
+            rc = cmd_get(state, words, options, argv, flags)
+        elif words[0] == "delete":
+            rc = cmd_delete(state, words, options, flags)
         else:
             rc = 0  # logs, describe, ...: diagnostics, nothing to check
     except Refused as exc:

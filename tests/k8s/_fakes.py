@@ -30,10 +30,15 @@ echo "$(basename "$0") must not run in a dry run" >&2
 exit 97
 """
 
+# `load image-archive FILE` puts the archive's images on the node ($FAKE_CALLS.images),
+# where the fake cluster's kubelet looks for them.
 FAKE_KIND = """#!/bin/sh
 echo "kind $*" >> "$FAKE_CALLS"
 if [ "$1 $2" = "get clusters" ] && [ -n "${FAKE_CLUSTERS:-}" ]; then
     echo "$FAKE_CLUSTERS"
+fi
+if [ "$1 $2" = "load image-archive" ]; then
+    cat "$3" >> "$FAKE_CALLS.images"
 fi
 exit 0
 """
@@ -52,9 +57,9 @@ case "$*" in
     "version --format"*) echo "linux/arm64" ;;
     "image inspect"*) echo "sha256:0123abcd" ;;
     "image save"*)
-        out=""; prev=""
-        for arg in "$@"; do [ "$prev" = "-o" ] && out="$arg"; prev="$arg"; done
-        echo "archive" > "$out" ;;
+        out=""; prev=""; image=""
+        for arg in "$@"; do [ "$prev" = "-o" ] && out="$arg"; prev="$arg"; image="$arg"; done
+        echo "$image" > "$out" ;;
 esac
 exit 0
 """
@@ -147,16 +152,23 @@ def state_file(tmp_path: Path) -> Path:
     return tmp_path / "calls.log.state.json"
 
 
+def on_node(tmp_path: Path, *images: str) -> None:
+    """Puts images on the fake kind node, as `kind load image-archive` does."""
+    with open(tmp_path / "calls.log.images", "a") as node:
+        node.write("".join(f"{image}\n" for image in images))
+
+
 def forget_calls(tmp_path: Path) -> None:
     """Empties the calls log (the cluster stays), to look at one run's calls."""
     (tmp_path / "calls.log").write_text("")
 
 
 def kubectl(tmp_path: Path, *args: str, stdin: str | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Runs the fake kubectl alone on the test's cluster (as a user typing it would)."""
+            cwd: Path | None = None, **fake: str) -> subprocess.CompletedProcess[str]:
+    """Runs the fake kubectl alone on the test's cluster (as a user typing it would);
+    ``fake`` sets FAKE_* knobs for this call."""
     env = {**os.environ, "FAKE_CALLS": str(tmp_path / "calls.log"),
-           "FAKE_REAL_KUBECTL": shutil.which("kubectl") or ""}
+           "FAKE_REAL_KUBECTL": shutil.which("kubectl") or "", **fake}
     return subprocess.run([sys.executable, str(Path(__file__).with_name("_fake_kubectl.py")),
                            *args], input=stdin, env=env, capture_output=True, text=True,
                           timeout=60, check=False, cwd=cwd or repo(tmp_path))

@@ -29,6 +29,7 @@ ROOT_MODELS: dict[tuple[str, str], tuple[str, str]] = {
         ("kserve", "V1alpha1ClusterServingRuntime"),
     ("apps/v1", "Deployment"): ("kubernetes", "V1Deployment"),
     ("v1", "Service"): ("kubernetes", "V1Service"),
+    ("v1", "ServiceAccount"): ("kubernetes", "V1ServiceAccount"),
 }
 
 # Go type names KServe's generated models refer to without defining them

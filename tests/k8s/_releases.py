@@ -24,7 +24,7 @@ Read from the releases' sources (the files themselves are not downloadable here)
 - net-kourier knative-v1.21.1 (config/): Namespace kourier-system, ConfigMap
   config-kourier (component net-kourier: outside that webhook's selector), Deployments
   net-kourier-controller (knative-serving) and 3scale-kourier-gateway (kourier-system).
-- KEDA v2.18.0 (config/): Namespace keda, six CRDs, three Deployments; its webhooks
+- KEDA v2.18.3 (config/): Namespace keda, six CRDs, three Deployments; its webhooks
   are failurePolicy Ignore, so they never refuse.
 """
 
@@ -53,12 +53,15 @@ def obj(kind: str, group: str, name: str, namespace: str | None = None,
 
 def webhook(config: str, name: str, deployment: tuple[str, str], service: str,
             rules: list[tuple[str, str]], *, namespace: str | None = None,
-            selector: dict[str, list[str]] | None = None) -> Obj:
-    """A ValidatingWebhookConfiguration with one failurePolicy: Fail webhook."""
+            selector: dict[str, list[str]] | None = None,
+            ca_injector: tuple[str, str] | None = None) -> Obj:
+    """A ValidatingWebhookConfiguration with one failurePolicy: Fail webhook (whose
+    caBundle ``ca_injector``, a Deployment, fills in once it runs)."""
     return obj("ValidatingWebhookConfiguration", "admissionregistration.k8s.io", config,
                webhook={"name": name, "deployment": list(deployment), "service": service,
                         "rules": [list(r) for r in rules], "namespace": namespace,
-                        "selector": selector or {}})
+                        "selector": selector or {},
+                        "ca_injector": list(ca_injector) if ca_injector else None})
 
 
 _CM = "cert-manager.io"
@@ -74,7 +77,8 @@ CERT_MANAGER = [
       for n in ("cert-manager", "cert-manager-cainjector", "cert-manager-webhook")],
     webhook("cert-manager-webhook", "webhook.cert-manager.io",
             ("cert-manager", "cert-manager-webhook"), "cert-manager-webhook",
-            [(_CM, "*"), ("acme.cert-manager.io", "*")]),
+            [(_CM, "*"), ("acme.cert-manager.io", "*")],
+            ca_injector=("cert-manager", "cert-manager-cainjector")),
 ]
 
 _KS = "serving.kserve.io"

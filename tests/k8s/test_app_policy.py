@@ -143,7 +143,7 @@ def test_web_app_never_sends_rest_to_the_grpc_port(overlay: str, render: Render)
     cluster = [o for o in render(MANIFESTS / "runtime") if o["kind"] == "ClusterServingRuntime"]
     own = [o for o in objects if o["kind"] == "ServingRuntime"]
     predictor = predictor_container(isvc, own + cluster)
-    app_dir = "app-grpc" if overlay == "grpc" else "app"
+    app_dir = "app-grpc" if "grpc" in overlay else "app"
     deployment = next(o for o in render(MANIFESTS / app_dir) if o["kind"] == "Deployment")
     (web,) = deployment["spec"]["template"]["spec"]["containers"]
     url = urlsplit(_expand(web["env"], {"metadata.namespace": "ns-x"})["DETECT_CLIENT_URL"])

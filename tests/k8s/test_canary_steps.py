@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ._fakes import SUCCEEDING_TOOLS, install, kubectl, repo
+from ._fakes import SUCCEEDING_TOOLS, install, kubectl, on_node, repo
 from ._support import REPO_ROOT, kustomize_command
 
 pytestmark = pytest.mark.k8s
@@ -64,6 +64,12 @@ def knative_cluster(tmp_path: Path, installed: Installed) -> Path:
         pytest.skip("kubectl is needed to render the overlays")
     installed("knative")
     proc = kubectl(tmp_path, "create", "namespace", "ml")
+    assert proc.returncode == 0, proc.stderr
+    # What the guide has the user do first: the image where the node can pull it, and
+    # the storage credentials the model overlay's ServiceAccount lists.
+    on_node(tmp_path, "kserve-detector:0.1.0")
+    proc = kubectl(tmp_path, "apply", "-n", "ml", "-f",
+                   "manifests/components/storage-credentials/secret.example.yaml")
     assert proc.returncode == 0, proc.stderr
     return tmp_path
 

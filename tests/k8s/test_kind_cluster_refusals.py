@@ -201,7 +201,7 @@ def test_keda_e2e_asks_prometheus_the_scaled_objects_query(
     ran = calls(tmp_path)
     assert any(c.endswith(f"svc/prometheus {ports['LOCAL_PROMETHEUS_PORT']}:9090") for c in ran)
     query = next(c for c in ran if "/api/v1/query" in c)
-    assert "query=sum(detector_queue_depth" in query
+    assert "query=sum(max by (namespace, pod) (detector_queue_depth" in query
     if ok:
         assert proc.returncode == 0, proc.stderr
         assert "keda: the query answers 24" in proc.stdout

@@ -127,7 +127,8 @@ def _render_generated(tmp_path: Path, render: Any, name: str, content: str) -> l
     return render(folder)  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("overlay", ["kind", "kind-knative", "kind-runtime", "kind-keda", "keda"])
+@pytest.mark.parametrize("overlay",
+                         ["kind", "kind-knative", "kind-runtime", "kind-keda", "kind-grpc"])
 def test_generated_deploy_kustomization_renders_what_the_script_tests(
         tmp_path: Path, overlay: str, render: Any, api_errors: Errors) -> None:
     image = "registry.example.com/team/detector:1.2.3"

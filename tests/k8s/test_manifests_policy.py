@@ -272,7 +272,8 @@ def test_rest_is_the_inference_service_url_except_in_the_grpc_overlay(
     # (what the web app and any Ingress call).
     for name, c in containers.items():
         first = c["ports"][0]["name"]
-        assert first == ("h2c" if name == "grpc" else "http1"), f"{name}: first port {first}"
+        assert first == ("h2c" if name in {"grpc", "kind-grpc"} else "http1"), (
+            f"{name}: first port {first}")
 
 
 def test_grpc_overlay_is_standard_mode_with_http_probes(
@@ -352,7 +353,8 @@ def test_keda_query_reads_a_metric_the_server_exports(
     query = metric["external"]["metric"]["query"]
     # Deployed in any namespace (the kind script uses its own): no namespace pin.
     assert "namespace=" not in query, query
-    match = re.fullmatch(r'sum\((\w+)\{pod=~"([^"]+)"\}\)', query)
+    # One series per pod first: a pod scraped by two jobs must count once.
+    match = re.fullmatch(r'sum\(max by \(namespace, pod\) \((\w+)\{pod=~"([^"]+)"\}\)\)', query)
     assert match, f"unexpected query shape: {query}"
     name, pod_pattern = match.groups()
     # Standard mode pods: <isvc>-predictor-<replicaset hash>-<suffix>.
@@ -405,3 +407,37 @@ def test_storage_uri_overlay_downloads_into_the_model_dir(
 def test_no_blocked_environment_variables(c: dict[str, Any]) -> None:
     # KServe's webhooks refuse PYTHONPATH in any container (pkg/validation/env_policy.go).
     assert "PYTHONPATH" not in {e["name"] for e in c.get("env", [])}
+
+
+# --- issue 29, item 8 --------------------------------------------------------------------
+
+def test_no_overlay_sets_a_scale_metric_type_kserve_never_reads(isvc: dict[str, Any]) -> None:
+    # KServe v0.20.0 declares scaleMetricType (pkg/apis/serving/v1beta1/component.go) and
+    # reads it nowhere: the HPA's target type follows scaleMetric alone (getHPAMetrics in
+    # pkg/controller/v1beta1/inferenceservice/reconcilers/hpa/hpa_reconciler.go).
+    assert "scaleMetricType" not in isvc["spec"]["predictor"]
+
+
+def _for_seconds(duration: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smh])", duration))
+
+
+def test_first_gpu_deploy_does_not_page_as_no_replica_ready(
+        containers: dict[str, dict[str, Any]], render: Render) -> None:
+    # The critical alert waits longer than the slowest start any overlay allows, so a
+    # pod still loading its model inside its startup probe's budget never pages.
+    budgets = {}
+    for name, c in containers.items():
+        probe = c["startupProbe"]
+        budgets[name] = (probe.get("initialDelaySeconds", 0)
+                         + probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3))
+    slowest = max(budgets, key=budgets.__getitem__)
+    assert budgets["gpu"] == budgets["model-gpu"] == 600, budgets
+    (rule_file,) = of_kind(render(MANIFESTS / "monitoring"), "PrometheusRule")
+    (rule,) = [r for g in rule_file["spec"]["groups"] for r in g["rules"]
+               if r.get("alert") == "DetectorNoReplicaReady"]
+    # A minute on top for scheduling and the image pull.
+    assert _for_seconds(rule["for"]) >= budgets[slowest] + 60, (
+        f"DetectorNoReplicaReady fires after {rule['for']}, while {slowest} may take "
+        f"{budgets[slowest]} s to start")

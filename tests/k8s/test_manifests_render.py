@@ -24,7 +24,8 @@ Render = Callable[[str | Path], list[dict[str, Any]]]
 
 # Overlays that the README, the Makefile or scripts/kind-e2e.sh name: removing or
 # renaming one breaks a documented command.
-DOCUMENTED_OVERLAYS = {"kind", "kind-knative", "kind-runtime", "gpu", "grpc", "knative",
+DOCUMENTED_OVERLAYS = {"kind", "kind-knative", "kind-runtime", "kind-grpc", "gpu", "grpc",
+                       "knative",
                        "knative-scale-to-zero", "knative-canary", "standard-hpa", "keda",
                        "storage-uri", "model", "model-gpu", "runtime-namespaced",
                        "knative-model", "kind-keda"}
@@ -43,10 +44,12 @@ def _kinds(objects: list[dict[str, Any]]) -> list[str]:
 def test_overlay_renders_one_inference_service(name: str, render: Render) -> None:
     objects = render(OVERLAYS_DIR / name)
     kinds = _kinds(objects)
-    # Beside the InferenceService, an overlay may bring the runtime it needs in its
-    # namespace; nothing cluster-scoped (a namespace owner could not apply it).
+    # Beside the InferenceService, an overlay may bring the runtime and the
+    # ServiceAccount it needs in its namespace; nothing cluster-scoped (a namespace
+    # owner could not apply it).
     assert kinds.count("InferenceService") == 1, f"{name} renders {kinds}"
-    assert set(kinds) <= {"InferenceService", "ServingRuntime"}, f"{name} renders {kinds}"
+    assert set(kinds) <= {"InferenceService", "ServingRuntime", "ServiceAccount"}, (
+        f"{name} renders {kinds}")
     isvc = next(o for o in objects if o["kind"] == "InferenceService")
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     assert isvc["metadata"]["name"] == "detector"

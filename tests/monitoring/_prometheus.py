@@ -109,17 +109,20 @@ class Prometheus:
         launch.stop(self.proc, 20)
 
 
-def start_prometheus(workdir: Path, target: str, rule_file: Path | None = None) -> Prometheus:
-    """Prometheus on a free 127.0.0.1 port scraping ``target`` (host:port) every second."""
+def start_prometheus(workdir: Path, target: str, rule_file: Path | None = None,
+                     jobs: tuple[str, ...] = ("detector",)) -> Prometheus:
+    """Prometheus on a free 127.0.0.1 port scraping ``target`` (host:port) every second,
+    once per job in ``jobs`` (two: a cluster running both a PodMonitor and the
+    prometheus.io annotation job, each series held twice with a different ``job``)."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": f"{SCRAPE_INTERVAL_S}s",
                    "evaluation_interval": f"{SCRAPE_INTERVAL_S}s"},
         "scrape_configs": [{
-            "job_name": "detector",
+            "job_name": job,
             "metrics_path": "/metrics",
             "static_configs": [{"targets": [target],
                                 "labels": {"namespace": NAMESPACE, "pod": POD}}],
-        }],
+        } for job in jobs],
     }
     if rule_file is not None:
         config["rule_files"] = [str(rule_file)]

@@ -63,6 +63,8 @@ WORKERS = 1
 # a 3-hour panel is about 10 s per point.
 RATE_INTERVAL = "10s"
 SERVER_FLAGS_SET_HERE = {"model_name", "http_port", "grpc_port", "model_dir"}
+# A PodMonitor's job and the prometheus.io annotation job, both scraping the same pod.
+TWO_JOBS = ("podmonitor", "kubernetes-pods")
 
 
 def _flags(args: list[str]) -> dict[str, str]:
@@ -88,6 +90,9 @@ class Stack:
     batch: int
     steady_at: float
     cpu_at_steady: float
+    # The same server scraped by two jobs, as a cluster running both the keda overlay's
+    # prometheus.io annotations and manifests/monitoring's PodMonitor does.
+    both: Prometheus
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +111,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     server = start_server(workdir / "logs", DEMO_MODEL_DIR, *args,
                           "--inference_workers", str(WORKERS))
     prom: Prometheus | None = None
+    both: Prometheus | None = None
     load: Load | None = None
     try:
         prom = start_prometheus(workdir, f"127.0.0.1:{server.http_port}", rules)
         assert prom.scraped("detector_model_info"), prom.log_path.read_text()[-2000:]
+        both = start_prometheus(workdir / "two-jobs", f"127.0.0.1:{server.http_port}",
+                                jobs=TWO_JOBS)
+        assert both.scraped("detector_model_info"), both.log_path.read_text()[-2000:]
         load = Load(server.http_url, server.model_name, CLIENTS).start()
         steady = CLIENTS - 2 * batch
 
@@ -127,13 +136,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert wait_until(steady_load, 60), (
             f"no steady load: the queue never held {steady} images, or no counter moved")
         yield Stack(server, prom, load, keda, batch, time.time(),
-                    _process_cpu_seconds(server.proc.pid))
+                    _process_cpu_seconds(server.proc.pid), both)
     finally:
         if load is not None:
             stats = load.stop()
             assert not stats.errors, stats.errors[:3]
         if prom is not None:
             prom.stop()
+        if both is not None:
+            both.stop()
         server.stop()
 
 
@@ -220,6 +231,50 @@ def test_keda_query_answers_the_queue_the_load_makes(stack: Stack) -> None:
         time.sleep(1.5)
 
 
+def _one_job(expr: str, metric: str, job: str) -> str:
+    """``expr`` with the series of ``metric`` restricted to one scrape job."""
+    return expr.replace(f"{metric}{{", f'{metric}{{job="{job}", ')
+
+
+def test_a_pod_scraped_by_two_jobs_counts_once_for_keda_and_the_dashboard(
+        stack: Stack) -> None:
+    # The keda overlay annotates the pods for prometheus.io scraping and docs recommend
+    # manifests/monitoring's PodMonitor: a Prometheus running both holds every series
+    # twice. A plain sum doubled the queue (KEDA asked for twice the replicas) and the
+    # dashboard counted two replicas for one pod.
+    prom = stack.both
+    assert sorted(prom.label_values("job", "detector_model_info")) == sorted(TWO_JOBS)
+    query = autoscalers.keda_trigger(stack.keda).query
+    deadline = time.time() + 20
+    while True:
+        at = time.time()
+        answer = autoscalers.keda_metric(prom.query(query, at))
+        per_job = [autoscalers.keda_metric(
+            prom.query(_one_job(query, "detector_queue_depth", job), at)) for job in TWO_JOBS]
+        if min(per_job) > 0 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert min(per_job) > 0, f"no queue under load: {per_job}"
+    # One pod: its queue once (whichever job's sample), never the two added up.
+    assert answer == max(per_job), f"query {query} answers {answer}, per job {per_job}"
+    assert answer < sum(per_job)
+    panels = {p["title"]: p for p in _dashboard()["panels"]}
+    chosen = {"namespace": NAMESPACE, "model": stack.server.model_name,
+              "__rate_interval": RATE_INTERVAL}
+
+    def ask(title: str) -> list[dict[str, Any]]:
+        expr = panels[title]["targets"][0]["expr"]
+        for key in sorted(chosen, key=len, reverse=True):
+            expr = expr.replace(f"${key}", chosen[key])
+        return prom.query(expr)
+
+    (replicas,) = ask("Replicas")
+    assert sample_value(replicas) == 1
+    (versions,) = ask("Model version")
+    assert sample_value(versions) == 1
+    assert len(ask("Queue depth")) == 1, "one line per pod"
+
+
 def test_keda_query_matches_the_pods_kserve_names(stack: Stack) -> None:
     # The label the query filters on carries KServe's Standard-mode pod names
     # (<isvc>-predictor-<replicaset hash>-<suffix>), not the web app's.
@@ -233,7 +288,9 @@ def test_keda_query_matches_the_pods_kserve_names(stack: Stack) -> None:
 def test_hpa_overlay_turns_the_cpu_under_load_into_replicas(stack: Stack) -> None:
     hpa = _isvc("standard-hpa")["spec"]["predictor"]
     assert hpa["scaleMetric"] == "cpu"
-    assert hpa["scaleMetricType"] == "Utilization"
+    # KServe v0.20.0 makes a Utilization target for cpu whatever scaleMetricType says
+    # (hpa_reconciler.go, getHPAMetrics), and never reads that field: the overlay sets none.
+    assert "scaleMetricType" not in hpa
     request = hpa["containers"][0]["resources"]["requests"]["cpu"]
     request_cores = float(request[:-1]) / 1000 if request.endswith("m") else float(request)
     target = float(hpa["scaleTarget"])
