@@ -36,8 +36,11 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS requirements
 ARG SERVER_EXTRAS=server
 COPY pyproject.toml /src/pyproject.toml
-RUN python -c "import os, tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
-extra = p['optional-dependencies']; \
+RUN python -c "import os, re, tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+raw = p['optional-dependencies']; \
+ref = lambda r: re.fullmatch(p['name'] + r'\[(.+)\]', r); \
+flat = lambda n: [x for r in raw[n] for x in (flat(ref(r).group(1)) if ref(r) else [r])]; \
+extra = {n: flat(n) for n in raw}; \
 server = [r for n in os.environ['SERVER_EXTRAS'].split(',') for r in extra[n.strip()]]; \
 open('/web.txt', 'w').write('\n'.join(p['dependencies'] + extra['web'])); \
 open('/light.txt', 'w').write('\n'.join(p['dependencies'] + extra['runtime'])); \

@@ -104,7 +104,13 @@ def make_engine(cfg: ModelConfig, workers: int = 1) -> Runner:
                         "serve this folder with --engine auto")
     if compiled:
         return CompiledEngine(cfg, workers)
-    from .engine import Engine
+    try:
+        from .engine import Engine
+    except ImportError as exc:
+        raise LoadError(f"--model_dir {cfg.model_dir} is a torchvision model folder, and this "
+                        f"runtime has no torch ({exc}): compile it with `python -m "
+                        "predictor.export` and serve the compiled folder, or use the torch "
+                        "image") from exc
 
     return Engine(cfg, workers=workers)
 
