@@ -24,9 +24,9 @@ pytestmark = pytest.mark.k8s
 Errors = Callable[[dict[str, Any]], list[str]]
 Render = Callable[[str | Path], list[dict[str, Any]]]
 
-DIRECTORIES = [MANIFESTS / d for d in ("base", "model", "runtime", "app")] + [
+DIRECTORIES = [MANIFESTS / d for d in ("base", "model", "runtime", "runtime-light", "app")] + [
     OVERLAYS_DIR / o for o in OVERLAYS]
-IDS = ["base", "model", "runtime", "app", *OVERLAYS]
+IDS = ["base", "model", "runtime", "runtime-light", "app", *OVERLAYS]
 
 
 @pytest.mark.parametrize("directory", DIRECTORIES, ids=IDS)
