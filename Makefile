@@ -19,7 +19,7 @@ WEB_IMAGE ?= $(IMAGE)-web
 DOCKER_RUN_ARGS ?=
 
 .PHONY: install run web demo audit test test-unit test-integration test-browser test-container \
-        test-k8s test-monitoring lint bench bench-archs bench-web image image-light image-web image-run web-image-run kind-up deploy e2e \
+        test-k8s test-monitoring lint bench bench-archs bench-start bench-web image image-light image-web image-run web-image-run kind-up deploy e2e \
         kind-down clean proto
 
 install: $(STAMP)
@@ -54,6 +54,12 @@ test-integration: install
 bench: install  ## raw model vs plain KServe predictor vs this server (ARGS=...), then the architectures table (ARCH_ARGS=...)
 	$(BIN)/python -m bench --out bench-results.json $(ARGS)
 	$(BIN)/python -m bench.archs --out bench-archs.json $(ARCH_ARGS)
+
+bench-start: install  ## the torch image against the light one: size, docker run to ready, img/s, CPU and RSS per pod (builds both if needed)
+	IMAGE=$(IMAGE) TAG=latest VARIANT=$(VARIANT) bash scripts/image.sh >/dev/null
+	IMAGE=$(IMAGE)-light TAG=latest TARGET=light VARIANT=$(VARIANT) bash scripts/image.sh >/dev/null
+	$(BIN)/python -m bench.start --torch-image $(IMAGE):latest --light-image $(IMAGE)-light:latest \
+		--out bench-start.json $(ARGS)
 
 bench-archs: install  ## eager vs the CPU engine for RetinaNet, FCOS, Faster R-CNN, SSD, SSDlite; new shapes' cost (ARCH_ARGS=...)
 	$(BIN)/python -m bench.archs --out bench-archs.json $(ARCH_ARGS)

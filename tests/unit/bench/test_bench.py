@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import bench
+from client import loadgen as bench
 from client.loadgen import CellResult, Target
 
 REPO = Path(__file__).resolve().parents[3]
@@ -376,3 +376,20 @@ def test_engines_are_checked_when_the_flags_are_parsed(capsys: pytest.CaptureFix
     assert "--engines openvino-int8 needs --calibration-dir" in capsys.readouterr().err
     assert run.parse_args(["--engines", "none"]).engines == []
     assert run.parse_args([]).engines == ["eager", "openvino-fp32", "openvino"]
+
+
+def test_the_architectures_bench_refuses_a_typo_before_measuring_anything() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.archs", "--archs", "retinanet"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "unknown retinanet" in done.stderr
+    assert "retinanet_resnet50_fpn_v2" in done.stderr  # the choices, to fix it
+
+
+def test_the_start_bench_names_the_image_to_build_when_one_is_missing() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.start", "--torch-image",
+                           "no-such-image:0", "--light-image", "no-such-image:1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "no image no-such-image:0" in done.stderr
+    assert "make image" in done.stderr
