@@ -1,0 +1,299 @@
+"""Several detectors in one server: ``--model_repository``, as KServe's agent and Triton's
+clients drive it (issue 28).
+
+The agent's sequence (KServe v0.20.0 ``pkg/agent/puller.go``): copy the model into
+``<repository>/<name>``, ``POST .../load`` with ``{}``; to remove it, delete the folder, then
+``POST .../unload``. Any status but 200 is a failure to the agent.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from bench.servers import ServerFailed, ServerProcess, free_port, start, wait_ready
+from tests.support.servers import DEMO_MODEL_DIR, REPO, save_random_model
+from tests.support.web_app import shapes_png
+
+pytestmark = pytest.mark.integration
+
+# Eager torch: quick to load, so each test's loads take seconds.
+SERVER_ARGS = ("--no_cpu_accel", "--max_batch_size", "4")
+
+
+@pytest.fixture(scope="module")
+def random_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weights ssdlite320 model folder, to copy into repositories."""
+    return save_random_model(tmp_path_factory.mktemp("random") / "model")
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repository")
+    shutil.copytree(DEMO_MODEL_DIR, root / "demo")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[ServerProcess]:
+    """The real server on a repository that starts with the demo detector in it."""
+    process = start("predictor", ["--model_repository", str(repository), "--max_models", "3",
+                                  *SERVER_ARGS],
+                    tmp_path_factory.mktemp("logs"), model_name="demo", timeout=240)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+def detect_v1(http: httpx.Client, model: str, image: bytes) -> list[dict[str, Any]]:
+    r = http.post(f"/v1/models/{model}:predict", content=image,
+                  headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text
+    predictions: list[dict[str, Any]] = r.json()["predictions"]
+    return predictions
+
+
+def index(http: httpx.Client) -> dict[str, dict[str, str]]:
+    r = http.post("/v2/repository/index", json={})
+    assert r.status_code == 200, r.text
+    return {entry["name"]: entry for entry in r.json()}
+
+
+def test_an_empty_repository_starts_live_and_ready(tmp_path: Path) -> None:
+    """The agent fills the repository after the pod starts: the server must come up empty."""
+    root = tmp_path / "empty"
+    root.mkdir()
+    http_port, grpc_port = free_port(), free_port()
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "predictor", "--model_repository", str(root),
+             "--http_port", str(http_port), "--grpc_port", str(grpc_port), *SERVER_ARGS],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    process = ServerProcess(proc, http_port, grpc_port, log)
+    try:
+        wait_ready(proc, f"{process.url}/v2/health/live", 120, "predictor",
+                   process.log_tail)
+        assert httpx.get(f"{process.url}/v2/health/ready").status_code == 200
+        assert httpx.get(f"{process.url}/v2/models").json()["models"] == []
+        assert httpx.post(f"{process.url}/v2/repository/index").json() == []
+    finally:
+        process.stop()
+
+
+def test_the_agent_loads_serves_and_unloads_a_model(server: ServerProcess, http: httpx.Client,
+                                                    repository: Path,
+                                                    random_folder: Path) -> None:
+    shutil.copytree(random_folder, repository / "site-a")
+    r = http.post("/v2/repository/models/site-a/load", json={})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"name": "site-a", "load": True}
+    assert "site-a" in http.get("/v2/models").json()["models"]
+    assert index(http)["site-a"]["state"] == "READY"
+    # Every protocol reaches it by name, with its own metadata and readiness.
+    assert http.get("/v2/models/site-a/ready").status_code == 200
+    assert http.get("/v2/models/site-a").json()["name"] == "site-a"
+    detect_v1(http, "site-a", shapes_png(1))
+    import tritonclient.grpc as grpcclient
+
+    image = np.array([shapes_png(2)], dtype=np.object_)
+    request = grpcclient.InferInput("image", [1], "BYTES")
+    request.set_data_from_numpy(image)
+    grpc = grpcclient.InferenceServerClient(server.grpc_target)
+    answer = grpc.infer("site-a", [request])
+    assert answer.as_numpy("num_detections") is not None
+    assert grpc.get_model_metadata("site-a").name == "site-a"
+    # Loading twice is harmless.
+    assert http.post("/v2/repository/models/site-a/load", json={}).status_code == 200
+    # The per-model metrics carry the model's name.
+    assert 'detector_images_total{model="site-a"}' in http.get("/metrics").text
+
+    shutil.rmtree(repository / "site-a")  # the agent deletes the folder first
+    r = http.post("/v2/repository/models/site-a/unload", json={})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"name": "site-a", "unload": True}
+    r = http.post("/v1/models/site-a:predict", content=shapes_png(1),
+                  headers={"content-type": "image/png"})
+    assert r.status_code == 404, r.text
+    assert "site-a" not in http.get("/v2/models").json()["models"]
+    assert "site-a" not in index(http)
+    assert 'model="site-a"' not in http.get("/metrics").text  # bounded: served models only
+    detect_v1(http, "demo", shapes_png(3))  # the other model never noticed
+
+
+def test_an_unknown_folder_is_404_and_a_broken_one_400(http: httpx.Client,
+                                                       repository: Path) -> None:
+    r = http.post("/v2/repository/models/nowhere/load", json={})
+    assert r.status_code == 404
+    assert "nowhere" in r.json()["error"]
+    broken = repository / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"architecture": "no_such_net", "num_classes": 3}')
+    r = http.post("/v2/repository/models/broken/load", json={})
+    assert r.status_code == 400
+    assert "broken: no weights file" in r.json()["error"]
+    entry = index(http)["broken"]
+    assert entry["state"] == "UNAVAILABLE"
+    assert "no weights file" in entry["reason"]
+    assert http.get("/v2/models/broken/ready").status_code != 200
+    detect_v1(http, "demo", shapes_png(4))
+    shutil.rmtree(broken)
+    assert http.post("/v2/repository/models/nowhere/unload", json={}).status_code == 404
+
+
+def test_a_full_server_refuses_a_load_naming_the_flag(http: httpx.Client, repository: Path,
+                                                      random_folder: Path) -> None:
+    names = ["full-1", "full-2", "full-3"]  # with demo: one past --max_models 3
+    for name in names:
+        shutil.copytree(random_folder, repository / name)
+    try:
+        for name in names[:2]:
+            assert http.post(f"/v2/repository/models/{name}/load", json={}).status_code == 200
+        r = http.post("/v2/repository/models/full-3/load", json={})
+        assert r.status_code == 507
+        assert "--max_models" in r.json()["error"] and "3" in r.json()["error"]
+    finally:
+        for name in names:
+            http.post(f"/v2/repository/models/{name}/unload", json={})
+            shutil.rmtree(repository / name)
+
+
+def test_tritons_clients_list_load_and_unload(server: ServerProcess, repository: Path,
+                                              random_folder: Path) -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    shutil.copytree(random_folder, repository / "triton-http")
+    shutil.copytree(random_folder, repository / "triton-grpc")
+    rest = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+    grpc = grpcclient.InferenceServerClient(server.grpc_target)
+    try:
+        rest.load_model("triton-http")
+        assert rest.is_model_ready("triton-http")
+        listed = {m["name"]: m for m in rest.get_model_repository_index()}
+        assert listed["triton-http"]["state"] == "READY"
+        assert listed["triton-grpc"]["state"] == "UNAVAILABLE"
+        assert listed["demo"]["version"]
+
+        grpc.load_model("triton-grpc")
+        assert grpc.is_model_ready("triton-grpc")
+        states = {m.name: m.state for m in grpc.get_model_repository_index().models}
+        assert states["triton-grpc"] == "READY"
+        ready = {m.name for m in grpc.get_model_repository_index(as_json=False).models}
+        assert {"demo", "triton-http", "triton-grpc"} <= ready
+
+        grpc.unload_model("triton-grpc")
+        rest.unload_model("triton-http")
+        assert not rest.is_model_ready("triton-http")
+        states = {m.name: m.state for m in grpc.get_model_repository_index().models}
+        assert states["triton-grpc"] == states["triton-http"] == "UNAVAILABLE"
+    finally:
+        shutil.rmtree(repository / "triton-http")
+        shutil.rmtree(repository / "triton-grpc")
+
+
+def test_load_and_unload_while_another_model_serves(server: ServerProcess, http: httpx.Client,
+                                                   repository: Path,
+                                                   random_folder: Path) -> None:
+    """Another model's requests in a loop: none fails, each answer is the one it was before,
+    and they keep coming while a model loads (the load is off the event loop)."""
+    image = shapes_png(5)
+    expected = detect_v1(http, "demo", image)
+    assert expected[0]["detections"], "the demo detector should find the shapes"
+    answers: list[float] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            while not stop.is_set():
+                r = client.post("/v1/models/demo:predict", content=image,
+                                headers={"content-type": "image/png"})
+                if r.status_code != 200 or r.json()["predictions"] != expected:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+                answers.append(time.monotonic())
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    loads: list[tuple[float, float]] = []
+    try:
+        for round_ in range(2):
+            name = f"churn-{round_}"
+            shutil.copytree(random_folder, repository / name)
+            started = time.monotonic()
+            assert http.post(f"/v2/repository/models/{name}/load", json={}).status_code == 200
+            loads.append((started, time.monotonic()))
+            detect_v1(http, name, image)
+            shutil.rmtree(repository / name)
+            assert http.post(f"/v2/repository/models/{name}/unload", json={}).status_code == 200
+    finally:
+        stop.set()
+        worker.join(60)
+    assert errors == []
+    assert len(answers) > 4
+    during = [t for t in answers for start_, end in loads if start_ < t < end]
+    assert during, "no answer from the other model while a model loaded"
+
+
+def test_unloading_answers_the_requests_already_queued(server: ServerProcess,
+                                                       http: httpx.Client, repository: Path,
+                                                       random_folder: Path) -> None:
+    shutil.copytree(random_folder, repository / "busy")
+    assert http.post("/v2/repository/models/busy/load", json={}).status_code == 200
+    images = [shapes_png(seed) for seed in range(16)]
+    import base64
+
+    body = {"inputs": [{"name": "image", "shape": [len(images)], "datatype": "BYTES",
+                        "data": [base64.b64encode(i).decode() for i in images]}]}
+
+    def infer() -> int:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            r = client.post("/v2/models/busy/infer", json=body)
+            return r.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(infer) for _ in range(4)]
+        time.sleep(1.0)  # all four are queued: 64 images take seconds on a CPU
+        shutil.rmtree(repository / "busy")
+        r = http.post("/v2/repository/models/busy/unload", json={})
+        statuses = [f.result() for f in futures]
+    assert r.status_code == 200, r.text
+    assert statuses == [200] * 4
+    assert http.post("/v2/models/busy/infer", json=body).status_code == 404
+
+
+def test_a_repository_start_with_a_broken_model_serves_the_others(
+        tmp_path: Path, random_folder: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(random_folder, root / "good")
+    (root / "bad").mkdir()
+    (root / "bad" / "model.safetensors").write_bytes(b"not weights")
+    try:
+        process = start("predictor", ["--model_repository", str(root), *SERVER_ARGS],
+                        tmp_path / "logs", model_name="good", timeout=180)
+    except ServerFailed as exc:
+        pytest.fail(str(exc))
+    try:
+        listed = {m["name"]: m for m in httpx.post(f"{process.url}/v2/repository/index").json()}
+        assert listed["good"]["state"] == "READY"
+        assert listed["bad"]["state"] == "UNAVAILABLE"
+        assert "the architecture is unknown" in listed["bad"]["reason"]
+    finally:
+        process.stop()
