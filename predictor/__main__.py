@@ -66,8 +66,8 @@ def serve_repository(cfg: ServerConfig, args: argparse.Namespace) -> int:
     from kserve import ModelServer
 
     from .metrics import Metrics
-    from .repository import DetectorRepository
     from .server import compat
+    from .server.repository import DetectorRepository
 
     assert cfg.model_repository is not None
     root = Path(cfg.model_repository)

@@ -21,7 +21,7 @@ so that each item below is checked again on an upgrade:
 6. uvicorn's httptools parser keeps every header line it reads; past
    ``--max_header_bytes`` it keeps none (:func:`cap_request_head`), so a huge head costs no
    memory and the guard answers it with 431.
-7. With a model repository (predictor.repository): the repository's load, unload and
+7. With a model repository (predictor.server.repository): the repository's load, unload and
    index routes ahead of KServe's (predictor.server.repository_routes), its gRPC servicer
    (predictor.server.grpc_repository), and Triton's ``RepositoryIndex`` added beside the
    handlers KServe's generated ``add_GRPCInferenceServiceServicer_to_server`` registers.
@@ -57,7 +57,7 @@ def install(server: Any, model: Any, *, max_body_bytes: int, grace_period: float
             max_header_bytes: int = 32 * 1024, repository: Any = None) -> None:
     """Installs every replacement; call after building the ModelServer, before ``start``.
 
-    ``repository`` (a :class:`predictor.repository.DetectorRepository`) adds its routes and
+    ``repository`` (a :class:`predictor.server.repository.DetectorRepository`) adds its routes and
     gRPC calls; ``model`` is then the repository too (the shutdown hook marks its models).
     """
     import uvicorn

@@ -19,8 +19,8 @@ from typing import Any
 import grpc
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from ..repository import DetectorRepository
 from .grpc_servicer import DetectorServicer
+from .repository import DetectorRepository
 
 SERVICE = "inference.GRPCInferenceService"
 

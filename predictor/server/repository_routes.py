@@ -14,7 +14,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 
 from ..errors import BadRequest
-from ..repository import DetectorRepository
+from .repository import DetectorRepository
 
 
 def _json(body: object) -> Response:
@@ -35,7 +35,7 @@ def _ready_only(body: bytes) -> bool:
 
 
 class RepositoryRoutes:
-    """Load, unload and index of one :class:`~predictor.repository.DetectorRepository`."""
+    """Load, unload and index of one :class:`~predictor.server.repository.DetectorRepository`."""
 
     def __init__(self, repository: DetectorRepository) -> None:
         self.repository = repository

@@ -32,11 +32,11 @@ from typing import Any
 from grpc import StatusCode
 from kserve.model_repository import ModelRepository
 
-from .config import ServerConfig
-from .errors import BadRequest, NotFound, ServiceError, ShuttingDownError
-from .metrics import Metrics
-from .model import DetectionModel
-from .pipeline.loader import WEIGHT_SUFFIXES, LoadError
+from ..config import ServerConfig
+from ..errors import BadRequest, NotFound, ServiceError, ShuttingDownError
+from ..metrics import Metrics
+from ..model import DetectionModel
+from ..pipeline.loader import WEIGHT_SUFFIXES, LoadError
 
 log = logging.getLogger(__name__)
 
