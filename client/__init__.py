@@ -37,6 +37,7 @@ from ._exceptions import (
     UnreadableInput,
 )
 from ._options import ENVIRONMENT_HELP, add_connection_arguments, config_from_args
+from ._repository import ModelEntry
 from ._types import Detection, Health, ImageInput, ImageResult, ModelMetadata, TensorSpec
 
 __version__ = "0.1.0"
@@ -54,6 +55,7 @@ __all__ = [
     "Health",
     "ImageInput",
     "ImageResult",
+    "ModelEntry",
     "ModelMetadata",
     "ModelNotFound",
     "ModelNotReady",

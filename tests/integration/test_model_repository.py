@@ -8,6 +8,7 @@ The agent's sequence (KServe v0.20.0 ``pkg/agent/puller.go``): copy the model in
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -297,3 +298,23 @@ def test_a_repository_start_with_a_broken_model_serves_the_others(
         assert "the architecture is unknown" in listed["bad"]["reason"]
     finally:
         process.stop()
+
+
+def test_the_cli_lists_the_models_and_detects_with_one_by_name(server: ServerProcess,
+                                                               tmp_path: Path) -> None:
+    listed = subprocess.run([sys.executable, "-m", "client", "models", "--url", server.url,
+                             "--json"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    by_name = {m["name"]: m for m in json.loads(listed.stdout)}
+    assert by_name["demo"]["state"] == "READY"
+    picture = tmp_path / "shapes.png"
+    picture.write_bytes(shapes_png(6))
+    found = subprocess.run([sys.executable, "-m", "client", "detect", "--url", server.url,
+                            "--model", "demo", "--protocol", "grpc", "--grpc-url",
+                            server.grpc_target, str(picture), "--json", "-"],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    unknown = subprocess.run([sys.executable, "-m", "client", "detect", "--url", server.url,
+                              "--model", "nowhere", str(picture)],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 4, unknown.stderr  # no model of that name
