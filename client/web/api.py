@@ -21,6 +21,7 @@ from client import AsyncDetectionClient, ClientError, ImageResult
 from .errors import ApiError, error_for_client, error_kind
 from .guard import InFlight, KeyCheck
 from .metrics import WebMetrics
+from .models import ServiceModels
 from .monitor import ServiceMonitor
 from .settings import WebSettings
 from .uploads import read_upload
@@ -44,6 +45,7 @@ class Backend:
     metrics: WebMetrics
     key: KeyCheck
     in_flight: InFlight
+    models: ServiceModels | None = None  # the service's other models (DeepStack's custom)
 
     @contextlib.contextmanager
     def holding(self, pictures: int) -> Iterator[None]:
@@ -124,16 +126,20 @@ async def detect(request: Request) -> Response:
 
 async def infer(backend: Backend, pictures: Sequence[bytes], *,
                 score_threshold: float | None = None, max_detections: int | None = None,
-                classes: Sequence[str] | None = None) -> tuple[list[ImageResult], float]:
+                classes: Sequence[str] | None = None,
+                client: AsyncDetectionClient | None = None) -> tuple[list[ImageResult], float]:
     """Calls the inference service; returns the results and the seconds the call took.
+
+    ``client`` is another model's (``/v1/vision/custom/{model}``); the backend's own when None.
 
     Raises:
         ApiError: The call failed; the status and message :mod:`client.web.errors` give it.
     """
-    config = backend.settings.client
+    client = client or backend.client
+    config = client.config
     started = time.perf_counter()
     try:
-        results = await backend.client.detect(
+        results = await client.detect(
             list(pictures), score_threshold=score_threshold, max_detections=max_detections,
             classes=classes, concurrency=backend.settings.concurrency)
     except ClientError as exc:

@@ -22,12 +22,13 @@ Failures keep that shape too: ``{"success": false, "error": ..., "code": <status
 :mod:`client.web.errors`). The picture reaches the service through the same
 :class:`~client.AsyncDetectionClient` as the page's own API.
 
-``POST /v1/vision/custom/list`` lists the custom models (the served one), and
+``POST /v1/vision/custom/list`` lists the custom models (every model the service serves), and
 ``GET /v1/server/status/ping`` and ``GET /v1/status/ping`` answer as CodeProject.AI's do.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import socket
@@ -42,12 +43,14 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from client import ImageResult, __version__
+from client import AsyncDetectionClient, ClientError, ImageResult, __version__
 
 from . import api
-from .errors import ApiError
+from .errors import ApiError, error_for_client
 from .settings import WebSettings
 from .uploads import check_picture, read_form, read_fraction
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MIN_CONFIDENCE", "MIN_CONFIDENCE_FLOOR", "MODULE_ID", "MODULE_NAME",
            "Answering", "DeepStackRequest", "answer", "custom_list", "detection", "ping",
@@ -260,16 +263,14 @@ def answer(result: ImageResult, answering: Answering, *, inference_s: float,
 async def detection(request: Request) -> Response:
     """``POST /v1/vision/detection`` and ``POST /v1/vision/custom/{model}``.
 
-    ``{model}`` must be the served model's name (one backend fronts one model).
+    ``{model}`` is the name of a model the inference service serves: the backend's own
+    (``--model``), or another of a service with several (``--model_repository``).
     """
     backend = api.backend_of(request)
     answering = answering_of(request)
     started = time.perf_counter()
     custom = request.path_params.get("model")
-    if custom is not None and custom != answering.model:
-        raise ApiError(404, f"no model {custom!r} here: this backend serves "
-                            f"{answering.model!r} (POST /v1/vision/custom/{answering.model} "
-                            f"or /v1/vision/detection)")
+    client = await custom_client(backend, custom, answering.model)
     with backend.holding(1):
         try:
             call = await read_request(request, backend.settings,
@@ -278,7 +279,7 @@ async def detection(request: Request) -> Response:
             return Response(status_code=api.CLIENT_CLOSED)
         threshold = score_threshold(call.min_confidence, answering.min_score_threshold)
         (result,), inference_s = await api.infer(backend, [call.picture],
-                                                 score_threshold=threshold)
+                                                 score_threshold=threshold, client=client)
     total_s = time.perf_counter() - started
     body = answer(result, answering, inference_s=inference_s, total_s=total_s,
                   command="detect" if custom is None else "custom")
@@ -292,14 +293,51 @@ async def custom_list(request: Request) -> Response:
     CodeProject.AI's YOLOv5 module answers ``{"success": true, "models": [...]}`` for its
     ``list-custom`` command (modules/ObjectDetectionYOLOv5-6.2/detect_adapter.py
     ``_list_models``, route in its modulesettings.json, at e3468c831); its server adds the
-    system fields. Here the one custom model is the served one. No key is asked: the
-    model's name is no secret (a wrong ``/v1/vision/custom/<name>`` names it too).
+    system fields. Here the custom models are the ones the inference service serves now
+    (its repository index, or its ``GET /v2/models``), the backend's own first; when the
+    service cannot be asked, the backend's own. No key is asked: the models' names are no
+    secret (a wrong ``/v1/vision/custom/<name>`` names them too).
     """
     started = time.perf_counter()
     answering = answering_of(request)
-    body = {"success": True, "models": [answering.model],
+    backend = api.backend_of(request)
+    models = [answering.model]
+    if backend.models is not None:
+        try:
+            models = await backend.models.names() or models
+        except ClientError as exc:
+            log.warning("cannot list the inference service's models (%s); listing %r", exc,
+                        answering.model)
+    body = {"success": True, "models": models,
             **answering.system_fields("list-custom", time.perf_counter() - started)}
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def custom_client(backend: api.Backend, custom: str | None, own: str
+                        ) -> AsyncDetectionClient | None:
+    """The client for ``/v1/vision/custom/{custom}``: None for the backend's own model.
+
+    Raises:
+        ApiError: 404 naming the models served when the service does not serve ``custom``;
+            the service's failure when it could not be asked.
+    """
+    if custom is None or custom == own or backend.models is None:
+        if custom not in (None, own):
+            raise ApiError(404, f"no model {custom!r} here: this backend serves {own!r} "
+                                f"(POST /v1/vision/custom/{own} or /v1/vision/detection)")
+        return None
+    try:
+        client = await backend.models.client_for(custom)
+        served = [] if client is not None else await backend.models.names()
+    except ClientError as exc:
+        config = backend.client.config
+        raise error_for_client(exc, model=custom, timeout=config.timeout,
+                               retries=config.retries) from None
+    if client is None:
+        names = ", ".join(repr(n) for n in served) or repr(own)
+        raise ApiError(404, f"no model {custom!r} here: this backend serves {names} "
+                            f"(POST /v1/vision/custom/NAME or /v1/vision/detection)")
+    return client
 
 
 async def ping(request: Request) -> Response:

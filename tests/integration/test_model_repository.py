@@ -318,3 +318,36 @@ def test_the_cli_lists_the_models_and_detects_with_one_by_name(server: ServerPro
                               "--model", "nowhere", str(picture)],
                              cwd=REPO, capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 4, unknown.stderr  # no model of that name
+
+
+def test_deepstack_custom_routes_serve_each_model_by_name(server: ServerProcess,
+                                                         http: httpx.Client, repository: Path,
+                                                         random_folder: Path,
+                                                         tmp_path: Path) -> None:
+    """An NVR's ``/v1/vision/custom/{model}`` reaches that model; the list lists them all."""
+    from tests.support.web_app import start_web
+
+    shutil.copytree(random_folder, repository / "site-x")
+    assert http.post("/v2/repository/models/site-x/load", json={}).status_code == 200
+    web = start_web(server.url, tmp_path / "web", "--model", "demo")
+    try:
+        r = httpx.post(f"{web.http_url}/v1/vision/custom/list", timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["models"][0] == "demo"  # the backend's own first
+        assert "site-x" in r.json()["models"]
+        picture = {"image": ("a.png", shapes_png(7), "image/png")}
+        for name in ("demo", "site-x"):
+            r = httpx.post(f"{web.http_url}/v1/vision/custom/{name}", files=picture,
+                           data={"min_confidence": "0.1"}, timeout=60)
+            assert r.status_code == 200, r.text
+            assert r.json()["success"] is True
+        r = httpx.post(f"{web.http_url}/v1/vision/custom/yolo", files=picture, timeout=30)
+        assert r.status_code == 404
+        assert "'site-x'" in r.json()["error"]
+        shutil.rmtree(repository / "site-x")
+        assert http.post("/v2/repository/models/site-x/unload", json={}).status_code == 200
+        time.sleep(2.5)  # the backend's list of models is a couple of seconds old at most
+        r = httpx.post(f"{web.http_url}/v1/vision/custom/site-x", files=picture, timeout=30)
+        assert r.status_code == 404, r.text
+    finally:
+        web.stop()
