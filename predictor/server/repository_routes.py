@@ -54,8 +54,16 @@ class RepositoryRoutes:
         """``POST /v2/repository/index``: ``[{name, version, state, reason}]``."""
         return _json(self.repository.index(_ready_only(await request.body())))
 
+    async def ready(self) -> Response:
+        """``GET /v2/health/ready``: ready until SIGTERM (KServe's is always ready); a
+        repository with no model loaded is ready too, since the agent fills it after."""
+        ready = self.repository.ready
+        return Response(orjson.dumps({"ready": ready}), status_code=200 if ready else 503,
+                        media_type="application/json")
+
     def register(self, app: FastAPI) -> None:
         """Adds the routes; call before KServe adds its own, so that these match first."""
+        app.add_api_route("/v2/health/ready", self.ready, methods=["GET"])
         app.add_api_route("/v2/repository/models/{model_name}/load", self.load,
                           methods=["POST"])
         app.add_api_route("/v2/repository/models/{model_name}/unload", self.unload,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -351,3 +352,26 @@ def test_deepstack_custom_routes_serve_each_model_by_name(server: ServerProcess,
         assert r.status_code == 404, r.text
     finally:
         web.stop()
+
+
+def test_sigterm_answers_what_it_holds_then_exits_0(tmp_path: Path,
+                                                    random_folder: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(random_folder, root / "one")
+    process = start("predictor", ["--model_repository", str(root), *SERVER_ARGS],
+                    tmp_path / "logs", model_name="one", timeout=180)
+    images = [shapes_png(seed) for seed in range(16)]
+    import base64
+
+    body = {"inputs": [{"name": "image", "shape": [len(images)], "datatype": "BYTES",
+                        "data": [base64.b64encode(i).decode() for i in images]}]}
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(lambda: httpx.post(f"{process.url}/v2/models/one/infer",
+                                                     json=body, timeout=120).status_code)
+            time.sleep(1.0)
+            process.proc.send_signal(signal.SIGTERM)
+            assert pending.result() == 200
+        assert process.proc.wait(60) == 0, process.log_tail()
+    finally:
+        process.stop()
