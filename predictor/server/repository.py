@@ -238,9 +238,11 @@ class DetectorRepository(ModelRepository):  # type: ignore[misc]
         model is freed. Its folder may be gone already (the agent deletes it first)."""
         check_name(name)
         async with self._lock(name):
-            self._failed.pop(name, None)
+            failed = self._failed.pop(name, None)
             model = self.models.pop(name, None)
             if model is None:
+                if failed is not None:
+                    return  # its load failed: the agent removing it is told it is gone
                 raise NotFound(f"model {name} is not loaded")
             log.info("unloading model %s: %d request(s) in flight", name, model.in_flight)
             # Out of the registry, no new request reaches the model; every request that

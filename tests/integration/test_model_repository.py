@@ -157,10 +157,14 @@ def test_an_unknown_folder_is_404_and_a_broken_one_400(http: httpx.Client,
     assert http.get("/v2/models/broken/ready").status_code != 200
     detect_v1(http, "demo", shapes_png(4))
     shutil.rmtree(broken)
+    # The agent removes a TrainedModel whose load failed: that unload succeeds.
+    assert http.post("/v2/repository/models/broken/unload", json={}).status_code == 200
+    assert "broken" not in index(http)
     assert http.post("/v2/repository/models/nowhere/unload", json={}).status_code == 404
 
 
-def test_a_full_server_refuses_a_load_naming_the_flag(http: httpx.Client, repository: Path,
+def test_a_full_server_refuses_a_load_naming_the_flag(server: ServerProcess,
+                                                      http: httpx.Client, repository: Path,
                                                       random_folder: Path) -> None:
     names = ["full-1", "full-2", "full-3"]  # with demo: one past --max_models 3
     for name in names:
@@ -171,6 +175,12 @@ def test_a_full_server_refuses_a_load_naming_the_flag(http: httpx.Client, reposi
         r = http.post("/v2/repository/models/full-3/load", json={})
         assert r.status_code == 507
         assert "the limit is 3 (--max_models)" in r.json()["error"]
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        grpc = grpcclient.InferenceServerClient(server.grpc_target)
+        with pytest.raises(InferenceServerException, match="RESOURCE_EXHAUSTED.*--max_models"):
+            grpc.load_model("full-3")
     finally:
         for name in names:
             http.post(f"/v2/repository/models/{name}/unload", json={})
@@ -181,6 +191,7 @@ def test_tritons_clients_list_load_and_unload(server: ServerProcess, repository:
                                               random_folder: Path) -> None:
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
 
     shutil.copytree(random_folder, repository / "triton-http")
     shutil.copytree(random_folder, repository / "triton-grpc")
@@ -200,6 +211,11 @@ def test_tritons_clients_list_load_and_unload(server: ServerProcess, repository:
         assert states["triton-grpc"] == "READY"
         ready = {m.name for m in grpc.get_model_repository_index(as_json=False).models}
         assert {"demo", "triton-http", "triton-grpc"} <= ready
+
+        with pytest.raises(InferenceServerException, match="NOT_FOUND"):
+            grpc.load_model("nowhere")
+        with pytest.raises(InferenceServerException, match="INVALID_ARGUMENT"):
+            grpc.load_model("../etc")
 
         grpc.unload_model("triton-grpc")
         rest.unload_model("triton-http")
