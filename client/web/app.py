@@ -105,6 +105,7 @@ def create_app(settings: WebSettings, *,
     routes = [
         Route("/", api.index, methods=["GET", "HEAD"]),
         Route("/api/detect", api.detect, methods=["POST"]),
+        Route("/api/models", api.models, methods=["GET"]),
         Route("/v1/vision/detection", deepstack.detection, methods=["POST"]),
         # Before /custom/{model}: CodeProject.AI routes "list" to the model list, whatever
         # the models are called.

@@ -28,7 +28,6 @@ Failures keep that shape too: ``{"success": false, "error": ..., "code": <status
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import socket
@@ -43,14 +42,13 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from client import AsyncDetectionClient, ClientError, ImageResult, __version__
+from client import ImageResult, __version__
 
 from . import api
-from .errors import ApiError, error_for_client
+from .errors import ApiError
+from .models import client_for_name, served_names
 from .settings import WebSettings
 from .uploads import check_picture, read_form, read_fraction
-
-log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MIN_CONFIDENCE", "MIN_CONFIDENCE_FLOOR", "MODULE_ID", "MODULE_NAME",
            "Answering", "DeepStackRequest", "answer", "custom_list", "detection", "ping",
@@ -270,7 +268,13 @@ async def detection(request: Request) -> Response:
     answering = answering_of(request)
     started = time.perf_counter()
     custom = request.path_params.get("model")
-    client = await custom_client(backend, custom, answering.model)
+    try:
+        client = await client_for_name(backend.models, backend.client, custom)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        raise ApiError(404, f"{exc.message} (POST /v1/vision/custom/NAME or "
+                            f"/v1/vision/detection)") from None
     with backend.holding(1):
         try:
             call = await read_request(request, backend.settings,
@@ -301,43 +305,10 @@ async def custom_list(request: Request) -> Response:
     started = time.perf_counter()
     answering = answering_of(request)
     backend = api.backend_of(request)
-    models = [answering.model]
-    if backend.models is not None:
-        try:
-            models = await backend.models.names() or models
-        except ClientError as exc:
-            log.warning("cannot list the inference service's models (%s); listing %r", exc,
-                        answering.model)
+    models = await served_names(backend.models, backend.client)
     body = {"success": True, "models": models,
             **answering.system_fields("list-custom", time.perf_counter() - started)}
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
-
-
-async def custom_client(backend: api.Backend, custom: str | None, own: str
-                        ) -> AsyncDetectionClient | None:
-    """The client for ``/v1/vision/custom/{custom}``: None for the backend's own model.
-
-    Raises:
-        ApiError: 404 naming the models served when the service does not serve ``custom``;
-            the service's failure when it could not be asked.
-    """
-    if custom is None or custom == own or backend.models is None:
-        if custom not in (None, own):
-            raise ApiError(404, f"no model {custom!r} here: this backend serves {own!r} "
-                                f"(POST /v1/vision/custom/{own} or /v1/vision/detection)")
-        return None
-    try:
-        client = await backend.models.client_for(custom)
-        served = [] if client is not None else await backend.models.names()
-    except ClientError as exc:
-        config = backend.client.config
-        raise error_for_client(exc, model=custom, timeout=config.timeout,
-                               retries=config.retries) from None
-    if client is None:
-        names = ", ".join(repr(n) for n in served) or repr(own)
-        raise ApiError(404, f"no model {custom!r} here: this backend serves {names} "
-                            f"(POST /v1/vision/custom/NAME or /v1/vision/detection)")
-    return client
 
 
 async def ping(request: Request) -> Response:

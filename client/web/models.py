@@ -16,9 +16,11 @@ from dataclasses import replace
 
 import httpx
 
-from client import AsyncDetectionClient
+from client import AsyncDetectionClient, ClientError
 
-__all__ = ["MIN_ASK_INTERVAL", "ServiceModels"]
+from .errors import ApiError, error_for_client
+
+__all__ = ["MIN_ASK_INTERVAL", "ServiceModels", "client_for_name", "served_names"]
 
 MIN_ASK_INTERVAL = 0.5  # seconds
 
@@ -89,3 +91,41 @@ class ServiceModels:
             await client.close()
         self._clients.clear()
 
+
+
+async def client_for_name(models: ServiceModels | None, default: AsyncDetectionClient,
+                          name: str | None) -> AsyncDetectionClient | None:
+    """The client for a request naming model ``name``: None for the backend's own model.
+
+    Raises:
+        ApiError: 404 naming the models served when the service does not serve ``name``;
+            the service's failure when it could not be asked.
+    """
+    own = default.config.model
+    if name is None or name == own:
+        return None
+    if models is None:
+        raise ApiError(404, f"no model {name!r} here: this backend serves {own!r}")
+    try:
+        client = await models.client_for(name)
+        served = [] if client is not None else await models.names()
+    except ClientError as exc:
+        config = default.config
+        raise error_for_client(exc, model=name, timeout=config.timeout,
+                               retries=config.retries) from None
+    if client is None:
+        listed = ", ".join(repr(n) for n in served) or repr(own)
+        raise ApiError(404, f"no model {name!r} here: this backend serves {listed}")
+    return client
+
+
+async def served_names(models: ServiceModels | None, default: AsyncDetectionClient
+                       ) -> list[str]:
+    """The models to offer, the backend's own first; its own alone when the service
+    cannot be asked (logged by the caller's monitor, not here)."""
+    if models is None:
+        return [default.config.model]
+    try:
+        return await models.names() or [default.config.model]
+    except ClientError:
+        return [default.config.model]

@@ -361,6 +361,19 @@ def test_deepstack_custom_routes_serve_each_model_by_name(server: ServerProcess,
         r = httpx.post(f"{web.http_url}/v1/vision/custom/yolo", files=picture, timeout=30)
         assert r.status_code == 404
         assert "'site-x'" in r.json()["error"]
+        # The page's model picker: the list, and a detection by the model chosen.
+        listed = httpx.get(f"{web.http_url}/api/models", timeout=30).json()
+        assert listed["default"] == "demo"
+        assert listed["models"][0] == "demo"
+        assert "site-x" in listed["models"]
+        page_file = {"file": ("a.png", shapes_png(7), "image/png")}
+        r = httpx.post(f"{web.http_url}/api/detect", files=page_file, data={"model": "site-x"},
+                       timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["model"] == "site-x"
+        r = httpx.post(f"{web.http_url}/api/detect", files=page_file, data={"model": "yolo"},
+                       timeout=60)
+        assert r.status_code == 404, r.text
         shutil.rmtree(repository / "site-x")
         assert http.post("/v2/repository/models/site-x/unload", json={}).status_code == 200
         time.sleep(2.5)  # the backend's list of models is a couple of seconds old at most
