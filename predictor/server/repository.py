@@ -24,10 +24,11 @@ import gc
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from grpc import StatusCode
 from kserve.model_repository import ModelRepository
@@ -39,6 +40,7 @@ from ..model import DetectionModel
 from ..pipeline.loader import WEIGHT_SUFFIXES, LoadError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A TrainedModel's name is a DNS-1123 label; a leading letter or digit also keeps "..",
 # ".hidden" and any path out.
@@ -123,6 +125,7 @@ class DetectorRepository(ModelRepository):  # type: ignore[misc]
         # models' weights are never being read into memory at once.
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
         self._draining = False
+        self._tasks: set[asyncio.Future[Any]] = set()  # loads and unloads under way
 
     # --- what predictor.server.shutdown sets on "the model" at SIGTERM, for every model
 
@@ -200,6 +203,16 @@ class DetectorRepository(ModelRepository):  # type: ignore[misc]
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
+    async def _finished(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Runs ``work`` to its end even when the caller goes away (the guard cancels a
+        request whose client left): a load half done would leave its weights to the
+        garbage collector, an unload half done a model out of the registry but not freed."""
+        task = asyncio.ensure_future(work())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no warning
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
     async def load_named(self, name: str) -> RepositoryModel:
         """Loads ``<repository>/<name>``; loading a loaded model again changes nothing.
 
@@ -207,6 +220,9 @@ class DetectorRepository(ModelRepository):  # type: ignore[misc]
         with the load error's line), RepositoryFull, ShuttingDownError.
         """
         check_name(name)
+        return await self._finished(lambda: self._load(name))
+
+    async def _load(self, name: str) -> RepositoryModel:
         async with self._lock(name):
             model = self.models.get(name)
             if model is not None and model.ready:
@@ -237,6 +253,9 @@ class DetectorRepository(ModelRepository):  # type: ignore[misc]
         """Stops serving ``name``: new requests get 404, queued ones are answered, then the
         model is freed. Its folder may be gone already (the agent deletes it first)."""
         check_name(name)
+        await self._finished(lambda: self._unload(name))
+
+    async def _unload(self, name: str) -> None:
         async with self._lock(name):
             failed = self._failed.pop(name, None)
             model = self.models.pop(name, None)

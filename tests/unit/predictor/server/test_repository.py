@@ -80,3 +80,34 @@ def test_load_unload_frees_the_model_and_respects_max_models(tmp_path: Path,
     gc.collect()
     assert ref() is None, "the unloaded model is still referenced"
     assert repository.models == {}
+
+
+def test_a_caller_leaving_does_not_stop_a_load_or_an_unload(tmp_path: Path,
+                                                            model_folder: Path) -> None:
+    """The guard cancels a request whose client left: the load still lands, the unload
+    still frees the model."""
+    shutil.copytree(model_folder, tmp_path / "a")
+    repository = DetectorRepository(tmp_path, config())
+
+    async def main() -> None:
+        call = asyncio.ensure_future(repository.load_named("a"))
+        await asyncio.sleep(0.05)  # the load is running in its thread
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        for _ in range(600):
+            if "a" in repository.models:
+                break
+            await asyncio.sleep(0.05)
+        assert repository.index()[0]["state"] == "READY"
+        call = asyncio.ensure_future(repository.unload_named("a"))
+        await asyncio.sleep(0)
+        call.cancel()
+        for _ in range(600):
+            if not repository._tasks:
+                break
+            await asyncio.sleep(0.05)
+        assert repository.models == {}
+        assert repository.index()[0]["reason"] == "not loaded"
+
+    asyncio.run(main())
