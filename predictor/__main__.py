@@ -42,6 +42,9 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
         return 2
     if cfg.model_repository is not None:
         return serve_repository(cfg, args)
+    if cfg.max_models is not None:
+        _fatal("--max_models limits a model repository: pass --model_repository DIR too")
+        return 2
     metrics = Metrics()
     model = DetectionModel(cfg, metrics)
     try:
