@@ -111,3 +111,19 @@ def test_a_caller_leaving_does_not_stop_a_load_or_an_unload(tmp_path: Path,
         assert repository.index()[0]["reason"] == "not loaded"
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("body", "ready_only"), [
+    (b"", False), (b"{}", False), (b'{"ready": true}', True), (b'{"repository_name": ""}', False)])
+def test_the_index_request_body_is_tritons(body: bytes, ready_only: bool) -> None:
+    from predictor.server.repository_routes import _ready_only
+
+    assert _ready_only(body) is ready_only
+
+
+@pytest.mark.parametrize("body", [b"nonsense", b"[1]"])
+def test_an_index_request_that_is_no_object_is_refused(body: bytes) -> None:
+    from predictor.server.repository_routes import _ready_only
+
+    with pytest.raises(BadRequest, match="index request"):
+        _ready_only(body)
