@@ -48,6 +48,7 @@ from ._options import (
     positive_float,
     positive_int,
 )
+from ._repository import ModelEntry
 from ._types import Detection, Health, ImageInput, ImageResult, ModelMetadata, TensorSpec
 
 try:  # the one version is pyproject.toml's, read from the installed distribution
@@ -68,6 +69,7 @@ __all__ = [
     "Health",
     "ImageInput",
     "ImageResult",
+    "ModelEntry",
     "ModelMetadata",
     "ModelNotFound",
     "ModelNotReady",

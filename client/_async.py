@@ -14,8 +14,9 @@ from ._base import BaseClient, prepare_batch
 from ._config import ClientConfig, Protocol
 from ._exceptions import ClientError, ConfigError, ModelNotReady
 from ._images import PreparedImage
+from ._repository import ModelEntry, list_models_async
 from ._retry import retry_async
-from ._transport import open_async_transport
+from ._transport import AsyncHttpxTransport, open_async_transport
 from ._types import DetectOptions, Health, ImageInput, ImageResult, ModelMetadata
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class AsyncDetectionClient(BaseClient):
         super().__init__(url, model, protocol, config, settings)
         self._sleep = sleep or asyncio.sleep
         self._transport = open_async_transport(self.config, transport)
+        self._rest_transport = transport
 
     async def __aenter__(self) -> AsyncDetectionClient:
         return self
@@ -120,6 +122,19 @@ class AsyncDetectionClient(BaseClient):
         async def call() -> ModelMetadata:
             answer = await self._transport.send(self._codec.metadata_request())
             return self._codec.metadata(answer)
+
+        return await retry_async(call, self.config, self._sleep)
+
+    async def models(self) -> list[ModelEntry]:
+        """The server's models (see :meth:`DetectionClient.models`)."""
+        async def call() -> list[ModelEntry]:
+            if self.config.protocol != "grpc":
+                return await list_models_async(self._transport.send)
+            rest = AsyncHttpxTransport(self.config, self._rest_transport)
+            try:
+                return await list_models_async(rest.send)
+            finally:
+                await rest.close()
 
         return await retry_async(call, self.config, self._sleep)
 

@@ -15,8 +15,9 @@ from ._base import BaseClient, prepare_batch
 from ._config import ClientConfig, Protocol
 from ._exceptions import ClientError, ModelNotReady
 from ._images import PreparedImage
+from ._repository import ModelEntry, list_models
 from ._retry import retry_sync
-from ._transport import open_transport
+from ._transport import HttpxTransport, open_transport
 from ._types import DetectOptions, Health, ImageInput, ImageResult, ModelMetadata
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class DetectionClient(BaseClient):
         super().__init__(url, model, protocol, config, settings)
         self._sleep = sleep or time.sleep
         self._transport = open_transport(self.config, transport)
+        self._rest_transport = transport
 
     def __enter__(self) -> DetectionClient:
         return self
@@ -145,6 +147,21 @@ class DetectionClient(BaseClient):
         """The model's name, platform, inputs and outputs."""
         def call() -> ModelMetadata:
             return self._codec.metadata(self._transport.send(self._codec.metadata_request()))
+
+        return retry_sync(call, self.config, self._sleep)
+
+    def models(self) -> list[ModelEntry]:
+        """The server's models: every model of its repository with its state, or (a server
+        without a repository index) the models it serves. Over REST, whatever the protocol.
+        """
+        def call() -> list[ModelEntry]:
+            if self.config.protocol != "grpc":
+                return list_models(self._transport.send)
+            rest = HttpxTransport(self.config, self._rest_transport)
+            try:
+                return list_models(rest.send)
+            finally:
+                rest.close()
 
         return retry_sync(call, self.config, self._sleep)
 

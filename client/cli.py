@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     metadata = add("metadata", "print the model's metadata (inputs, outputs) as JSON")
     metadata.set_defaults(command=_metadata)
 
+    models = add("models", "list the server's models: its repository index (every model "
+                           "folder, loaded or not, with its state), or the models it serves")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.set_defaults(command=_models)
+
     evaluate = add("evaluate", "score the model against annotated images (mAP, and recall "
                                "by object size)")
     evaluate.add_argument("images", help="folder of images")
@@ -278,6 +283,25 @@ def _metadata(args: argparse.Namespace) -> int:
     with _client(args) as client:
         metadata = client.metadata()
     print(json.dumps(metadata.to_dict(), indent=2))
+    return EXIT_OK
+
+
+def _models(args: argparse.Namespace) -> int:
+    import json
+
+    with _client(args) as client:
+        entries = client.models()
+    if args.json:
+        print(json.dumps([entry.to_dict() for entry in entries], indent=2))
+        return EXIT_OK
+    rows = [("NAME", "VERSION", "STATE", "REASON")] + [
+        (e.name, e.version or "-", e.state or "-", e.reason) for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+              + "  " + row[3])
+    if not entries:
+        print("(no model)", file=sys.stderr)
     return EXIT_OK
 
 

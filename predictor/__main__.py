@@ -40,6 +40,11 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
         print("--workers must be 1: one process owns the model and its batcher; scale with "
               "replicas instead", file=sys.stderr)
         return 2
+    if cfg.model_repository is not None:
+        return serve_repository(cfg, args)
+    if cfg.max_models is not None:
+        _fatal("--max_models limits a model repository: pass --model_repository DIR too")
+        return 2
     metrics = Metrics()
     model = DetectionModel(cfg, metrics)
     try:
@@ -54,6 +59,41 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
                    grace_period=cfg.grace_period, on_reject=metrics.reject,
                    on_disconnect=lambda: metrics.reject("client_disconnected"))
     server.start([model])
+    return 0
+
+
+def serve_repository(cfg: ServerConfig, args: argparse.Namespace) -> int:
+    """Serves every model of ``--model_repository`` and loads or unloads them at run time."""
+    from pathlib import Path
+
+    from kserve import ModelServer
+
+    from .metrics import Metrics
+    from .server import compat
+    from .server.repository import DetectorRepository
+
+    assert cfg.model_repository is not None
+    root = Path(cfg.model_repository)
+    if root.exists() and not root.is_dir():
+        _fatal(f"--model_repository {root} is not a folder")
+        return 2
+    metrics = Metrics(per_model=True)
+    repository = DetectorRepository(root, cfg, metrics, cfg.max_models)
+    repository.load_all()  # a model that fails is logged and listed UNAVAILABLE in the index
+    log.info("model repository %s: serving %s", root, ", ".join(repository.models)
+             or "no model yet (POST /v2/repository/models/NAME/load adds one)")
+    server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
+                         enable_grpc=args.enable_grpc, grace_period=cfg.grace_period,
+                         registered_models=repository)
+    compat.install(server, repository, max_body_bytes=cfg.limits.max_body_bytes,
+                   max_header_bytes=cfg.limits.max_header_bytes,
+                   grace_period=cfg.grace_period, on_reject=metrics.reject,
+                   on_disconnect=lambda: metrics.reject("client_disconnected"),
+                   repository=repository)
+    # KServe refuses to start when none of the models it is given is ready, but not when it
+    # is given none (ModelServer._register_and_check_atleast_one_model_is_ready): the models
+    # are in its registry already, so an empty repository starts and reports live.
+    server.start([])
     return 0
 
 

@@ -203,6 +203,14 @@ class ServerConfig:
     model_name: str = "detector"  # KServe's own --model_name
     grace_period: int = flag(30, "seconds to finish in-flight requests after SIGTERM",
                              type=int)
+    model_repository: str | None = flag(
+        None, "serve every model folder under this folder, each under its folder's name, and "
+        "load or unload them at run time (POST /v2/repository/models/NAME/load|unload: "
+        "KServe's multi-model agent); --model_dir and --model_name are then unused; an empty "
+        "folder is fine")
+    max_models: int | None = flag(
+        None, "with --model_repository: most models loaded at once (each holds its weights "
+        "in memory); a load past it is refused with 507", type=_positive_int)
     model: ModelConfig = field(default_factory=ModelConfig)
     limits: Limits = field(default_factory=Limits)
     batching: BatchingConfig = field(default_factory=BatchingConfig)

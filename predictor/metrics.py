@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -29,17 +30,24 @@ _TIME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 class Metrics:
     """The detector's metrics; create one per process (they register globally)."""
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(self, registry: CollectorRegistry = REGISTRY, *,
+                 per_model: bool = False) -> None:
+        # With per_model (a model repository), the metrics of one model's queue and batches
+        # carry a ``model`` label; :meth:`for_model` gives the view a model records into
+        # and :meth:`model_unloaded` drops its series, so the label only takes served names.
+        by: list[str] = ["model"] if per_model else []
+        self.per_model = per_model
         self.batch_size = Histogram("detector_batch_size", "Images per batch run by the model",
-                                    buckets=_BATCH_BUCKETS, registry=registry)
-        self.queue_depth = Gauge("detector_queue_depth", "Images waiting for the model",
+                                    by, buckets=_BATCH_BUCKETS, registry=registry)
+        self.queue_depth = Gauge("detector_queue_depth", "Images waiting for the model", by,
                                  registry=registry)
         self.queue_wait = Histogram("detector_queue_wait_seconds",
-                                    "Time an image waited before its batch ran",
+                                    "Time an image waited before its batch ran", by,
                                     buckets=_TIME_BUCKETS, registry=registry)
-        self.inference = Histogram("detector_inference_seconds", "Model time per batch",
+        self.inference = Histogram("detector_inference_seconds", "Model time per batch", by,
                                    buckets=_TIME_BUCKETS, registry=registry)
-        self.images = Counter("detector_images", "Images run by the model", registry=registry)
+        self.images = Counter("detector_images", "Images run by the model", by,
+                              registry=registry)
         self.rejected = Counter("detector_rejected_requests", "Requests refused, by reason",
                                 ["reason"], registry=registry)
         self.gpu_memory = Gauge("detector_gpu_memory_bytes",
@@ -51,7 +59,7 @@ class Metrics:
                                       registry=registry)
         self.queue_capacity = Gauge("detector_queue_capacity",
                                     "Images the queue holds before refusing (--max_queue_size)",
-                                    registry=registry)
+                                    by, registry=registry)
         self.model_info = Gauge("detector_model_info", "The served model (always 1)",
                                 ["model", "version", "engine"], registry=registry)
 
@@ -81,3 +89,37 @@ class Metrics:
     def reject(self, reason: str) -> None:
         """Counts a refused request (``invalid``, ``overloaded``, ``timeout``...)."""
         self.rejected.labels(reason=reason).inc()
+
+    def for_model(self, model: str) -> Metrics:
+        """What one model of a repository records into: its own ``model`` series."""
+        if not self.per_model:
+            return self
+        return _ModelMetrics(self, model)
+
+    def model_unloaded(self, model: str, version: str, engine: str) -> None:
+        """Drops an unloaded model's series (its queue-depth callback holds the model)."""
+        with contextlib.suppress(KeyError):  # never recorded: the load failed
+            self.model_info.remove(model, version, engine)
+        if self.per_model:
+            for metric in (self.batch_size, self.queue_depth, self.queue_wait, self.inference,
+                           self.images, self.queue_capacity):
+                with contextlib.suppress(KeyError):
+                    metric.remove(model)
+
+
+class _ModelMetrics(Metrics):
+    """One model's view of per-model :class:`Metrics`: the same calls, its own series."""
+
+    def __init__(self, parent: Metrics, model: str) -> None:  # no super(): shares the parent's
+        self.parent = parent
+        self.per_model = False
+        self.batch_size = parent.batch_size.labels(model=model)
+        self.queue_depth = parent.queue_depth.labels(model=model)
+        self.queue_wait = parent.queue_wait.labels(model=model)
+        self.inference = parent.inference.labels(model=model)
+        self.images = parent.images.labels(model=model)
+        self.queue_capacity = parent.queue_capacity.labels(model=model)
+        self.rejected = parent.rejected
+        self.gpu_memory = parent.gpu_memory
+        self.gpu_memory_total = parent.gpu_memory_total
+        self.model_info = parent.model_info

@@ -21,12 +21,13 @@ from client import AsyncDetectionClient, ClientError, ImageResult
 from .errors import ApiError, error_for_client, error_kind
 from .guard import InFlight, KeyCheck
 from .metrics import WebMetrics
+from .models import ServiceModels, client_for_name, served_names
 from .monitor import ServiceMonitor
 from .settings import WebSettings
 from .uploads import read_upload
 
 __all__ = ["CLIENT_CLOSED", "STATIC_DIR", "Backend", "backend_of", "detect", "healthz",
-           "index", "infer", "metrics"]
+           "index", "infer", "metrics", "models"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: nginx's code for "the client closed the request": only ever seen in metrics.
@@ -44,6 +45,7 @@ class Backend:
     metrics: WebMetrics
     key: KeyCheck
     in_flight: InFlight
+    models: ServiceModels | None = None  # the service's other models (DeepStack's custom)
 
     @contextlib.contextmanager
     def holding(self, pictures: int) -> Iterator[None]:
@@ -99,11 +101,12 @@ async def detect(request: Request) -> Response:
         return Response(status_code=CLIENT_CLOSED)
     if backend.settings.protect_page_api:
         backend.check_key(request, upload.api_key)
+    client = await client_for_name(backend.models, backend.client, upload.model)
     with backend.holding(len(upload.pictures)):
         results, inference_s = await infer(
             backend, [picture.data for picture in upload.pictures],
             score_threshold=upload.score_threshold, max_detections=upload.max_detections,
-            classes=upload.classes)
+            classes=upload.classes, client=client)
     versions = [r.model_version for r in results if r.model_version]
     body: dict[str, Any] = {
         "results": [
@@ -111,7 +114,7 @@ async def detect(request: Request) -> Response:
              "detections": [d.to_dict() for d in result.detections]}
             for picture, result in zip(upload.pictures, results, strict=True)
         ],
-        "model": backend.settings.client.model,
+        "model": (client or backend.client).config.model,
         "model_version": versions[0] if versions else None,
     }
     total_s = time.perf_counter() - started
@@ -124,16 +127,20 @@ async def detect(request: Request) -> Response:
 
 async def infer(backend: Backend, pictures: Sequence[bytes], *,
                 score_threshold: float | None = None, max_detections: int | None = None,
-                classes: Sequence[str] | None = None) -> tuple[list[ImageResult], float]:
+                classes: Sequence[str] | None = None,
+                client: AsyncDetectionClient | None = None) -> tuple[list[ImageResult], float]:
     """Calls the inference service; returns the results and the seconds the call took.
+
+    ``client`` is another model's (``/v1/vision/custom/{model}``); the backend's own when None.
 
     Raises:
         ApiError: The call failed; the status and message :mod:`client.web.errors` give it.
     """
-    config = backend.settings.client
+    client = client or backend.client
+    config = client.config
     started = time.perf_counter()
     try:
-        results = await backend.client.detect(
+        results = await client.detect(
             list(pictures), score_threshold=score_threshold, max_detections=max_detections,
             classes=classes, concurrency=backend.settings.concurrency)
     except ClientError as exc:
@@ -146,6 +153,15 @@ async def infer(backend: Backend, pictures: Sequence[bytes], *,
     backend.metrics.images.inc(len(results))
     backend.monitor.report_success()
     return results, seconds
+
+
+async def models(request: Request) -> Response:
+    """``GET /api/models``: ``{"models": [...], "default": name}``, the models the inference
+    service serves and are ready (the backend's own first), for the page's model picker."""
+    backend = backend_of(request)
+    names = await served_names(backend.models, backend.client)
+    return JSONResponse({"models": names, "default": backend.settings.client.model},
+                        headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: Request) -> Response:

@@ -28,6 +28,7 @@ from . import api, deepstack
 from .errors import ApiError, error_body
 from .guard import InFlight, KeyCheck
 from .metrics import WebMetrics
+from .models import ServiceModels
 from .monitor import ServiceMonitor
 from .settings import WebSettings
 
@@ -82,9 +83,10 @@ def create_app(settings: WebSettings, *,
                                  interval=settings.health_interval,
                                  timeout=settings.probe_timeout, on_change=metrics.observe_state)
         app.state.deepstack = deepstack.Answering.of(settings)
+        models = ServiceModels(client, transport, counted_sleep)
         app.state.backend = api.Backend(settings, client, monitor, metrics,
                                         KeyCheck(settings.api_key),
-                                        InFlight(settings.max_in_flight))
+                                        InFlight(settings.max_in_flight), models)
         monitor.start()
         log.info("web backend for model %r at %s (%s)", settings.client.model,
                  settings.client.url if settings.client.protocol != "grpc"
@@ -97,11 +99,13 @@ def create_app(settings: WebSettings, *,
             yield
         finally:
             await monitor.stop()
+            await models.close()
             await client.close()
 
     routes = [
         Route("/", api.index, methods=["GET", "HEAD"]),
         Route("/api/detect", api.detect, methods=["POST"]),
+        Route("/api/models", api.models, methods=["GET"]),
         Route("/v1/vision/detection", deepstack.detection, methods=["POST"]),
         # Before /custom/{model}: CodeProject.AI routes "list" to the model list, whatever
         # the models are called.

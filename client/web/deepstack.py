@@ -22,7 +22,7 @@ Failures keep that shape too: ``{"success": false, "error": ..., "code": <status
 :mod:`client.web.errors`). The picture reaches the service through the same
 :class:`~client.AsyncDetectionClient` as the page's own API.
 
-``POST /v1/vision/custom/list`` lists the custom models (the served one), and
+``POST /v1/vision/custom/list`` lists the custom models (every model the service serves), and
 ``GET /v1/server/status/ping`` and ``GET /v1/status/ping`` answer as CodeProject.AI's do.
 """
 
@@ -46,6 +46,7 @@ from client import ImageResult, __version__
 
 from . import api
 from .errors import ApiError
+from .models import client_for_name, served_names
 from .settings import WebSettings
 from .uploads import check_picture, read_form, read_fraction
 
@@ -260,16 +261,20 @@ def answer(result: ImageResult, answering: Answering, *, inference_s: float,
 async def detection(request: Request) -> Response:
     """``POST /v1/vision/detection`` and ``POST /v1/vision/custom/{model}``.
 
-    ``{model}`` must be the served model's name (one backend fronts one model).
+    ``{model}`` is the name of a model the inference service serves: the backend's own
+    (``--model``), or another of a service with several (``--model_repository``).
     """
     backend = api.backend_of(request)
     answering = answering_of(request)
     started = time.perf_counter()
     custom = request.path_params.get("model")
-    if custom is not None and custom != answering.model:
-        raise ApiError(404, f"no model {custom!r} here: this backend serves "
-                            f"{answering.model!r} (POST /v1/vision/custom/{answering.model} "
-                            f"or /v1/vision/detection)")
+    try:
+        client = await client_for_name(backend.models, backend.client, custom)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        raise ApiError(404, f"{exc.message} (POST /v1/vision/custom/NAME or "
+                            f"/v1/vision/detection)") from None
     with backend.holding(1):
         try:
             call = await read_request(request, backend.settings,
@@ -278,7 +283,7 @@ async def detection(request: Request) -> Response:
             return Response(status_code=api.CLIENT_CLOSED)
         threshold = score_threshold(call.min_confidence, answering.min_score_threshold)
         (result,), inference_s = await api.infer(backend, [call.picture],
-                                                 score_threshold=threshold)
+                                                 score_threshold=threshold, client=client)
     total_s = time.perf_counter() - started
     body = answer(result, answering, inference_s=inference_s, total_s=total_s,
                   command="detect" if custom is None else "custom")
@@ -292,12 +297,16 @@ async def custom_list(request: Request) -> Response:
     CodeProject.AI's YOLOv5 module answers ``{"success": true, "models": [...]}`` for its
     ``list-custom`` command (modules/ObjectDetectionYOLOv5-6.2/detect_adapter.py
     ``_list_models``, route in its modulesettings.json, at e3468c831); its server adds the
-    system fields. Here the one custom model is the served one. No key is asked: the
-    model's name is no secret (a wrong ``/v1/vision/custom/<name>`` names it too).
+    system fields. Here the custom models are the ones the inference service serves now
+    (its repository index, or its ``GET /v2/models``), the backend's own first; when the
+    service cannot be asked, the backend's own. No key is asked: the models' names are no
+    secret (a wrong ``/v1/vision/custom/<name>`` names them too).
     """
     started = time.perf_counter()
     answering = answering_of(request)
-    body = {"success": True, "models": [answering.model],
+    backend = api.backend_of(request)
+    models = await served_names(backend.models, backend.client)
+    body = {"success": True, "models": models,
             **answering.system_fields("list-custom", time.perf_counter() - started)}
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 

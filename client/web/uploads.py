@@ -28,7 +28,7 @@ __all__ = ["FIELDS", "Picture", "Upload", "check_picture", "read_form", "read_fr
            "read_upload"]
 
 #: The form fields ``POST /api/detect`` reads (``api_key`` only when the backend has one).
-FIELDS = ("file", "score_threshold", "classes", "max_detections", "api_key")
+FIELDS = ("file", "score_threshold", "classes", "max_detections", "api_key", "model")
 _MAX_FIELD_BYTES = 4096
 
 
@@ -49,6 +49,7 @@ class Upload:
     classes: tuple[str, ...] | None = None
     max_detections: int | None = None
     api_key: str | None = field(default=None, repr=False)
+    model: str | None = None  # another model of the service (the page's model picker)
 
 
 async def read_upload(request: Request, settings: WebSettings) -> Upload:
@@ -79,6 +80,7 @@ async def read_upload(request: Request, settings: WebSettings) -> Upload:
             classes=_classes(_text(form.getlist("classes"))),
             max_detections=_max_detections(_text(form.getlist("max_detections"))),
             api_key=_text(form.getlist("api_key")),
+            model=_text(form.getlist("model")) or None,
         )
     finally:
         await form.close()

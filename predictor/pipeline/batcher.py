@@ -107,6 +107,10 @@ class Batcher(Generic[T, R]):
         self._batches_running = 0
         self._running: set[_Item[T]] = set()  # items the worker threads are running now
         self._batch_seconds = 0.0  # moving average, for Retry-After
+        # Inference slots shared with other batchers (one per model in a repository): a
+        # formed batch waits for a slot; asyncio wakes waiters first come, first served, so
+        # the models' queues take turns on one pool of workers.
+        self.gate: asyncio.Semaphore | None = None
 
     @property
     def depth(self) -> int:
@@ -144,6 +148,10 @@ class Batcher(Generic[T, R]):
                 item.future.set_exception(ShuttingDown("the server is shutting down"))
         self._queue.clear()
         self._queued_cost = 0
+
+    def close(self) -> None:
+        """Lets the worker threads go; call after :meth:`stop` when the batcher is done for."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def retry_after(self) -> int:
         """Seconds a rejected caller should wait: the time to drain the current queue."""
@@ -277,6 +285,13 @@ class Batcher(Generic[T, R]):
             half = len(payloads) // 2
             return self._run_split(payloads[:half]) + self._run_split(payloads[half:])
 
+    async def _run_gated(self, loop: asyncio.AbstractEventLoop, payloads: list[T]
+                         ) -> list[R | BaseException]:
+        if self.gate is None:
+            return await loop.run_in_executor(self._executor, self._run_split, payloads)
+        async with self.gate:
+            return await loop.run_in_executor(self._executor, self._run_split, payloads)
+
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -288,9 +303,7 @@ class Batcher(Generic[T, R]):
             self._running.update(batch)
             started = time.monotonic()
             try:
-                results = await loop.run_in_executor(
-                    self._executor, self._run_split, [it.payload for it in batch]
-                )
+                results = await self._run_gated(loop, [it.payload for it in batch])
             except Exception as exc:  # the executor itself failed: fail this batch only
                 results = [exc] * len(batch)
             finally:

@@ -33,6 +33,8 @@ from .detections import RawDetections
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "torch", "openvino")
+# Weight files a torchvision model folder may hold (loader.py reads them).
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".torchscript", ".ts")
 
 
 class LoadError(RuntimeError):

@@ -21,11 +21,10 @@ import torchvision
 
 from ..config import DEMO_MODEL_DIR, ModelConfig
 from .default_boxes import AnchorError, apply_anchors
-from .engines import LoadError
+from .engines import WEIGHT_SUFFIXES, LoadError
 
 log = logging.getLogger(__name__)
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".torchscript", ".ts")
 # Builders whose score cut and detection cap are called box_* (the R-CNN family).
 _RCNN_PREFIXES = ("fasterrcnn", "maskrcnn", "keypointrcnn")
 

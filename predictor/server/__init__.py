@@ -4,6 +4,8 @@
     rest_routes.py     V1 predict, V2 infer and metadata over REST, every error as {"error"}
     grpc_servicer.py   KServe's gRPC servicer with our ModelInfer and ModelMetadata
     served.py          what both transports share: request id, served model, refusal log
+    repository.py      --model_repository: models loaded and unloaded at run time (KServe's
+                       registry); repository_routes.py, grpc_repository.py: load, unload, index
     shutdown.py        SIGTERM: not ready, drain REST and gRPC together
     compat.py          installs all of the above into KServe's ModelServer (every patch)
 

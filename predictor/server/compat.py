@@ -23,6 +23,10 @@ checked again on an upgrade:
 6. uvicorn's httptools parser keeps every header line it reads; past
    ``--max_header_bytes`` it keeps none (:func:`cap_request_head`), so a huge head costs no
    memory and the guard answers it with 431.
+7. With a model repository (predictor.server.repository): the repository's load, unload and
+   index routes ahead of KServe's (predictor.server.repository_routes), its gRPC servicer
+   (predictor.server.grpc_repository), and Triton's ``RepositoryIndex`` added beside the
+   handlers KServe's generated ``add_GRPCInferenceServiceServicer_to_server`` registers.
 """
 
 from __future__ import annotations
@@ -66,8 +70,13 @@ def versions_ok() -> bool:
 def install(server: Any, model: Any, *, max_body_bytes: int, grace_period: float,
             on_reject: Callable[[str], None] | None = None,
             on_disconnect: Callable[[], None] | None = None,
-            max_header_bytes: int = Limits.max_header_bytes) -> None:
-    """Installs every replacement; call after building the ModelServer, before ``start``."""
+            max_header_bytes: int = Limits.max_header_bytes, repository: Any = None) -> None:
+    """Installs every replacement; call after building the ModelServer, before ``start``.
+
+    ``repository`` (a :class:`predictor.server.repository.DetectorRepository`) adds its
+    routes and gRPC calls; ``model`` is then the repository too (the shutdown hook marks
+    its models).
+    """
     import uvicorn
     from kserve import model_server as ks
     from kserve.protocol.grpc import server as grpc_server
@@ -77,6 +86,11 @@ def install(server: Any, model: Any, *, max_body_bytes: int, grace_period: float
     from .shutdown import GracefulShutdown
 
     versions_ok()
+    if repository is not None:
+        from .repository_routes import RepositoryRoutes
+
+        RepositoryRoutes(repository).register(ks.app)
+        _add_index_handler()
     rest_routes.install(ks.app, server.dataplane, max_body_bytes, on_reject=on_reject,
                         on_disconnect=on_disconnect, max_header_bytes=max_header_bytes)
     cap_request_head(max_header_bytes)
@@ -94,6 +108,10 @@ def install(server: Any, model: Any, *, max_body_bytes: int, grace_period: float
     rest_server.RESTServer._add_exception_handlers = add_exception_handlers
 
     def servicer(data_plane: Any, extension: Any) -> DetectorServicer:
+        if repository is not None:
+            from .grpc_repository import RepositoryServicer
+
+            return RepositoryServicer(data_plane, extension, repository, on_reject=on_reject)
         return DetectorServicer(data_plane, extension, on_reject=on_reject)
 
     grpc_server.InferenceServicer = servicer
@@ -113,6 +131,25 @@ def install(server: Any, model: Any, *, max_body_bytes: int, grace_period: float
         hook.begin()
 
     uvicorn.Server.handle_exit = handle_exit  # type: ignore[method-assign,assignment]
+
+
+def _add_index_handler() -> None:
+    """KServe's generated registration, plus Triton's ``RepositoryIndex`` when the servicer
+    has it (KServe's proto has no such call)."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as generated
+
+    from .grpc_repository import index_handler
+
+    add = getattr(generated, "_detector_add", generated.add_GRPCInferenceServiceServicer_to_server)
+
+    def add_servicer(servicer: Any, grpc_server: Any) -> None:
+        add(servicer, grpc_server)
+        extra = index_handler(servicer)
+        if extra is not None:
+            grpc_server.add_generic_rpc_handlers((extra,))
+
+    generated._detector_add = add
+    generated.add_GRPCInferenceServiceServicer_to_server = add_servicer
 
 
 def cap_request_head(limit: int) -> None:

@@ -36,15 +36,14 @@ def test_the_running_server_logs_the_plan_for_this_machine(served_model: Any) ->
 def test_operators_see_which_engine_runs_without_reading_logs(served_model: Any) -> None:
     """V2 metadata's platform (REST and gRPC) and the model's info metric name the engine."""
     import httpx
-    import tritonclient.grpc as grpcclient
+
+    from client import DetectionClient
 
     rest = httpx.get(f"{served_model.http_url}/v2/models/detector", timeout=10).json()
     assert rest["platform"].startswith("openvino-"), rest
-    grpc = grpcclient.InferenceServerClient(served_model.grpc_url)
-    try:
-        assert grpc.get_model_metadata("detector").platform == rest["platform"]
-    finally:
-        grpc.close()
+    with DetectionClient(served_model.http_url, protocol="grpc",
+                         grpc_url=served_model.grpc_url) as client:
+        assert client.metadata().platform == rest["platform"]
     metrics = httpx.get(f"{served_model.http_url}/metrics", timeout=10).text
     platform = rest["platform"]
     assert f'engine="{platform}"' in metrics, metrics[:2000]

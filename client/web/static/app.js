@@ -16,6 +16,8 @@
     excluded: new Set(),  // classes the user unticked
     threshold: 0.5,
     apiKey: "",           // asked for only when the backend answers 401; kept in memory
+    model: null,          // another of the service's models; null: the backend's own
+    defaultModel: null,   // the backend's own (--model), as /api/models names it
   };
 
   const $ = (selector, root = document) => root.querySelector(selector);
@@ -74,6 +76,7 @@
     form.append("score_threshold", page.threshold.toFixed(2));
     if (classes !== null) form.append("classes", classes.join(","));
     if (page.apiKey) form.append("api_key", page.apiKey);
+    if (page.model) form.append("model", page.model);
     setStatus(card, "loading", "detecting…");
 
     const started = performance.now();
@@ -277,6 +280,38 @@
     }
   }
 
+  // ---- the model picker: shown only when the service serves several models ---------
+  async function loadModels() {
+    let body = null;
+    try {
+      const response = await fetch("/api/models", { cache: "no-store" });
+      body = response.ok ? await response.json() : null;
+    } catch (err) {
+      return; // the service state line already says what is wrong
+    }
+    if (!body || !Array.isArray(body.models) || body.models.length < 2) return;
+    const select = $("#model");
+    page.defaultModel = body.default;
+    const chosen = page.model || body.default;
+    select.replaceChildren(...body.models.map((name) => {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name;
+      option.selected = name === chosen;
+      return option;
+    }));
+    $("#model-field").hidden = false;
+  }
+
+  function chooseModel(name) {
+    page.model = name === page.defaultModel ? null : name;
+    page.labels.clear(); // another model, other classes
+    page.excluded.clear();
+    for (const el of [...$("#classes").querySelectorAll("label.class")]) el.remove();
+    renderClasses();
+    detectAll();
+  }
+
   // ---- wiring ---------------------------------------------------------------------
   function wire() {
     const drop = $("#drop");
@@ -328,6 +363,10 @@
     $("#clear").addEventListener("click", () => {
       for (const card of [...page.cards]) removeCard(card);
     });
+
+    const picker = $("#model");
+    picker.addEventListener("change", () => chooseModel(picker.value));
+    loadModels();
 
     refreshService();
     setInterval(refreshService, HEALTH_EVERY_MS);

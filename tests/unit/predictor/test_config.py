@@ -76,3 +76,18 @@ def test_the_docs_list_every_flag_with_its_default() -> None:
                 text = str(f.default) if isinstance(f.default, int) else f"{f.default:g}"
                 assert any(text in row.replace(",", "") for row in rows), (
                     f"the docs' row for {name} does not say its default {f.default}")
+
+
+def test_max_models_without_a_repository_is_refused(capsys: pytest.CaptureFixture[str]
+                                                    ) -> None:
+    from predictor.__main__ import main
+
+    assert main(["--max_models", "2", "--inference_workers", "1", "--torch_threads", "1"]) == 2
+    assert "--max_models limits a model repository" in capsys.readouterr().err
+
+
+def test_the_repository_flags_reach_the_configuration() -> None:
+    cfg = from_args(build_parser().parse_args(["--model_repository", "/mnt/models",
+                                               "--max_models", "3"]))
+    assert (cfg.model_repository, cfg.max_models) == ("/mnt/models", 3)
+    assert from_args(build_parser().parse_args([])).model_repository is None

@@ -23,7 +23,7 @@ def _constraints() -> dict[str, str]:
 
 def test_written_for_the_pinned_and_installed_versions() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    pins = [d for d in project["project"]["optional-dependencies"]["server"]
+    pins = [d for d in project["project"]["optional-dependencies"]["runtime"]
             if d.startswith("kserve")]
     assert pins == [f"kserve=={compat.WRITTEN_FOR['kserve']}"], (
         "kserve's pin moved: re-check every replacement listed in predictor/server/compat.py, "
