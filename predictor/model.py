@@ -115,9 +115,15 @@ class DetectionModel(Model):  # type: ignore[misc]
         self.load_seconds = 0.0
 
     def load(self) -> bool:
-        """Loads weights and runs the warm-up; ``ready`` only after both succeed."""
-        if self.ready:
-            return True
+        """Loads weights and runs the warm-up; ``ready`` only after both succeed.
+
+        KServe's data plane calls ``load()`` again for any request to a model that is not
+        ready (``DataPlane.get_model``, kserve 0.21 ``protocol/dataplane.py``): once
+        SIGTERM has set ``draining``, that must not warm the model up again on the event
+        loop and mark it ready in the middle of the drain.
+        """
+        if self.ready or self.draining:
+            return self.ready
         start = time.perf_counter()
         loaded = self.runner.load()
         if self.config.model.draft_decode:

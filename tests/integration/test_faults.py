@@ -185,7 +185,7 @@ def queue_depth(http_url: str) -> float:
 def test_client_that_disconnects_is_counted_and_dropped(served_model: Server) -> None:
     url = f"{served_model.http_url}/v1/models/detector:predict"
     before = rejected(served_model.http_url, "client_disconnected")
-    body = v1(*[(200 + i, 260) for i in range(48)])
+    body = v1(*[(400 + i, 520) for i in range(64)])  # far more work than the 0.3 s read timeout
     with pytest.raises(httpx.TimeoutException):
         httpx.post(url, json=body, timeout=httpx.Timeout(10, read=0.3))
     deadline = time.monotonic() + 20

@@ -22,7 +22,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from client import DetectionClient, ImageResult, bench
+from client import DetectionClient, ImageResult
+from client import loadgen as bench
 from client.loadgen import metric_totals
 from tests.support.servers import DEMO_MODEL_DIR, Server, start_server
 from tests.support.web_app import WebApp, shapes_png, start_web, wait_for
