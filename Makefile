@@ -19,7 +19,7 @@ WEB_IMAGE ?= $(IMAGE)-web
 DOCKER_RUN_ARGS ?=
 
 .PHONY: install run web demo audit test test-unit test-integration test-browser test-container \
-        test-k8s test-monitoring lint bench bench-archs bench-start bench-web image image-light image-web image-run web-image-run kind-up deploy e2e \
+        test-k8s test-monitoring lint bench bench-archs bench-multi bench-start bench-web image image-light image-web image-run web-image-run kind-up deploy e2e \
         kind-down clean proto
 
 install: $(STAMP)
@@ -60,6 +60,9 @@ bench-start: install  ## the torch image against the light one: size, docker run
 	IMAGE=$(IMAGE)-light TAG=latest TARGET=light VARIANT=$(VARIANT) bash scripts/image.sh >/dev/null
 	$(BIN)/python -m bench.start --torch-image $(IMAGE):latest --light-image $(IMAGE)-light:latest \
 		--out bench-start.json $(ARGS)
+
+bench-multi: install  ## three demo copies in one server: a fourth loaded and unloaded under load, fairness, RSS (ARGS=...)
+	$(BIN)/python -m bench.multi --out bench-multi.json $(ARGS)
 
 bench-archs: install  ## eager vs the CPU engine for RetinaNet, FCOS, Faster R-CNN, SSD, SSDlite; new shapes' cost (ARCH_ARGS=...)
 	$(BIN)/python -m bench.archs --out bench-archs.json $(ARCH_ARGS)

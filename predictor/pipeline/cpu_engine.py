@@ -41,7 +41,7 @@ from .ov_graph import (
     max_error,
     rpn_head,
 )
-from .ov_shapes import Shapes
+from .ov_shapes import Shapes, release_memory
 from .precision import Precision
 
 log = logging.getLogger(__name__)
@@ -321,6 +321,7 @@ def accelerate(model: nn.Module, tag: str, sample: list[torch.Tensor],
         except Exception as exc:  # noqa: BLE001 - a graph the runtime cannot take
             why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         if why is None:
+            release_memory()  # the load's eager checks' activations
             _settle_common(model)
             report.engine = names
             report.static = parts.static

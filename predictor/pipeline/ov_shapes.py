@@ -16,6 +16,8 @@ shape whose check fails runs eager from then on, with a log line saying why.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -27,6 +29,16 @@ import torch
 from .ov_graph import Compiled, Runtime, Shape, max_error
 
 log = logging.getLogger(__name__)
+
+
+def release_memory() -> None:
+    """Hands the heap's free pages back to the system (glibc ``malloc_trim``).
+
+    An eager check at R-CNN sizes allocates about a gigabyte of activations; torch frees
+    them, but glibc keeps the pages, and the process's RSS would carry them for good.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 # Static graphs compiled per input shape (the load's own shape counts); later shapes run on
 # the dynamic graph. Two cover the common camera shapes (4:3 and 16:9) in each orientation
@@ -104,6 +116,7 @@ class Shapes:
         try:
             self._check(shape)
         finally:
+            release_memory()
             with self._lock:
                 self._pending.pop(shape, None)
 
