@@ -46,8 +46,8 @@ def serve(cfg: ServerConfig, args: argparse.Namespace) -> int:
         _fatal("--max_models limits a model repository: pass --model_repository DIR too")
         return 2
     metrics = Metrics()
-    model = DetectionModel(cfg, metrics)
     try:
+        model = DetectionModel(cfg, metrics)  # picks the engine: may refuse the folder
         model.load()
     except (LoadError, RuntimeError, OSError) as exc:
         _fatal(f"cannot load the model: {exc}")
