@@ -85,7 +85,8 @@ def measure(image: str, starts: int, clients: int, requests: int, duration: floa
     try:
         data = picture()
         target = Target(url=http, grpc_target=grpc)
-        asyncio.run(run_cell(target, "v2bin", clients, [data], requests=requests, warmup=2.0))
+        asyncio.run(run_cell(target, "v2bin", clients, [data], duration=None,
+                             requests=requests, warmup=2.0))
         row["rss_mb"] = dk.rss_mb(name)
         cpu = dk.cpu_seconds(name)
         cell = asyncio.run(run_cell(target, "v2bin", clients, [data], duration=duration,
