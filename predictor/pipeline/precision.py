@@ -7,10 +7,7 @@ kept only when the detections it gives agree with eager fp32 on the check pictur
 (:func:`agreement`); otherwise the engine falls back to fp32 and says why. int8 is opt-in
 (post-training quantization with NNCF, calibrated on the user's own pictures) and is
 refused, with a log line, when its check fails.
-
-Measured on the demo detector (backbone + head, one thread, batch 1, interleaved rounds
-on a busy 2-core machine: relative figures): fp32 1.1x the former TorchScript path, bf16
-1.8x, int8 1.45x.
+The measurements behind these choices are in docs/speed.md.
 """
 
 from __future__ import annotations
