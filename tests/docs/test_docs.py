@@ -27,24 +27,24 @@ def _anchor(heading: str) -> str:
 
 
 def _anchors(path: Path) -> set[str]:
-    text = _FENCE.sub("", path.read_text())
+    text = _FENCE.sub("", path.read_text(encoding="utf-8"))
     return {_anchor(m.group(1)) for m in re.finditer(r"^#+\s+(.+)$", text, re.M)}
 
 
 def _links(path: Path) -> list[str]:
-    text = _FENCE.sub("", path.read_text())
+    text = _FENCE.sub("", path.read_text(encoding="utf-8"))
     text = _INLINE_CODE.sub("", text)
     return [m.group(1) for m in _LINK.finditer(text)]
 
 
 def _make_targets() -> set[str]:
-    makefile = (REPO / "Makefile").read_text()
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     return set(re.findall(r"^([A-Za-z][\w-]*)\s*:(?!=)", makefile, re.M))
 
 
 def _make_commands(path: Path) -> list[str]:
     """Targets of every `make ...` in a code block or an inline code span."""
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     code = [m.group(0) for m in _FENCE.finditer(text)]
     code += _INLINE_CODE.findall(_FENCE.sub("", text))
     targets = []
@@ -85,7 +85,7 @@ def test_every_guide_is_linked_from_the_readme() -> None:
 
 
 def test_the_readme_stays_a_front_door() -> None:
-    lines = (REPO / "README.md").read_text().count("\n")
+    lines = (REPO / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines <= 300, f"README.md has {lines} lines; move long guides to docs/"
 
 

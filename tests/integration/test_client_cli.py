@@ -57,7 +57,7 @@ def test_folder_mode_writes_one_picture_per_image_and_one_json(
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in drawn.iterdir()) == [f"pic{i:02d}.png" for i in range(20)]
     assert Image.open(drawn / "pic19.png").size == (160 + 4 * 19, 120)
-    document = json.loads(report.read_text())
+    document = json.loads(report.read_text(encoding="utf-8"))
     assert len(document["images"]) == 20
     assert document["images"][0]["image_size"] == [120, 160]
     assert sorted(tmp_path.iterdir()) == [drawn, report]  # one JSON, nothing else

@@ -128,7 +128,7 @@ def test_the_server_never_loads_torch(server: Server, pictures: list[bytes]) -> 
         with DetectionClient(server.http_url, protocol=protocol,  # type: ignore[arg-type]
                              grpc_url=server.grpc_url) as client:
             client.detect(pictures[:2])
-    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text(encoding="utf-8")
     assert "libtorch" not in maps
     assert "torchvision" not in maps
     meta = httpx.get(f"{server.http_url}/v2/models/detector", timeout=10).json()
@@ -169,7 +169,8 @@ def test_it_serves_from_a_virtual_environment_without_torch(
                             cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         launch.wait_ready(proc, f"http://127.0.0.1:{http}/v2/models/detector/ready", 120,
-                          "predictor", lambda: (tmp_path / "server.log").read_text()[-3000:])
+                          "predictor",
+                          lambda: (tmp_path / "server.log").read_text(encoding="utf-8")[-3000:])
         with DetectionClient(f"http://127.0.0.1:{http}", grpc_url=f"127.0.0.1:{grpc}",
                              protocol="grpc") as client:
             result = client.detect_one(pictures[0], score_threshold=SHOWN)

@@ -51,7 +51,7 @@ def _evaluate(server: Any, protocol: str, images: Path, annotations: Path,
         # A smaller set: a COCO file with only the first `limit` images.
         import json
 
-        data = json.loads(annotations.read_text())
+        data = json.loads(annotations.read_text(encoding="utf-8"))
         keep = {im["id"] for im in sorted(data["images"], key=lambda im: im["id"])[:limit]}
         data["images"] = [im for im in data["images"] if im["id"] in keep]
         data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]

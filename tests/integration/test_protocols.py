@@ -67,7 +67,7 @@ def direct(random_model_dir: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndar
     import torchvision
     from safetensors.torch import load_file
 
-    cfg = json.loads((random_model_dir / "config.json").read_text())
+    cfg = json.loads((random_model_dir / "config.json").read_text(encoding="utf-8"))
     model = torchvision.models.get_model(cfg["architecture"], weights=None,
                                          weights_backbone=None, num_classes=cfg["num_classes"],
                                          score_thresh=0.05, detections_per_img=100)

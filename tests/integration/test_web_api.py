@@ -160,7 +160,7 @@ def test_the_benchmark_measures_the_extra_hop(web: WebApp, inference: Server, tm
                          "--web-url", web.http_url, "--clients", "1", "--requests", "6",
                          "--warmup", "0", "--images", str(picture), "--out", str(out)])
     assert status == 0
-    direct, through_web, deepstack = json.loads(out.read_text())["cells"]
+    direct, through_web, deepstack = json.loads(out.read_text(encoding="utf-8"))["cells"]
     assert [c["protocol"] for c in (direct, through_web, deepstack)] == [
         "v2bin", "web", "deepstack"]
     for cell in (direct, through_web, deepstack):

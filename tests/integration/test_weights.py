@@ -52,7 +52,7 @@ def test_state_dict_safetensors_and_torchscript_give_the_same_answers(
                                          score_thresh=0.05, detections_per_img=100)
     model.load_state_dict(load_file(str(st / "model.safetensors")))
     torch.jit.script(model.eval()).save(str(ts / "model.pt"))
-    (ts / "labels.txt").write_text((st / "labels.txt").read_text())
+    (ts / "labels.txt").write_text((st / "labels.txt").read_text(encoding="utf-8"))
 
     answers = []
     for folder, extra in ((st, ()), (pt, ()), (ts, ("--allow_torchscript",))):
@@ -82,7 +82,7 @@ def _start_fails(model_dir: Path, *extra: str) -> str:
 
 def test_bad_model_folders_fail_at_start_with_a_clear_message(tmp_path: Path) -> None:
     folder = save_random_model(tmp_path / "wrong-classes")
-    cfg = json.loads((folder / "config.json").read_text())
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     cfg["num_classes"] = 7
     (folder / "config.json").write_text(json.dumps(cfg))
     (folder / "labels.txt").unlink()

@@ -71,7 +71,7 @@ def state_path() -> Path:
 def load_state() -> dict[str, Any]:
     path = state_path()
     if path.exists():
-        state: dict[str, Any] = json.loads(path.read_text())
+        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     else:
         state = {"namespaces": list(FRESH_NAMESPACES), "crds": {}, "objects": {},
                  "webhooks": [], "seq": 0, "last_wait": -1}
@@ -131,7 +131,7 @@ def read_objects(options: dict[str, str]) -> list[dict[str, Any]]:
             return [dict(o) for o in found]
         if "://" in source:
             return []  # a release this fake does not model: accepted as is
-        docs = list(yaml.safe_load_all(Path(source).read_text()))
+        docs = list(yaml.safe_load_all(Path(source).read_text(encoding="utf-8")))
     else:
         raise Refused("error: must specify one of -f and -k")
     return [from_manifest(d) for d in docs if d]
@@ -238,7 +238,7 @@ def _unknown_fields(doc: dict[str, Any]) -> list[str]:
                                  Path(tempfile.gettempdir()) / "kserve-detector-fake-strict"))
     cached = folder / f"{digest.hexdigest()}.json"
     if cached.exists():
-        found: list[str] = json.loads(cached.read_text())
+        found: list[str] = json.loads(cached.read_text(encoding="utf-8"))
         return found
     try:
         from _models import validate

@@ -145,7 +145,7 @@ def manifest(o: dict[str, Any]) -> dict[str, Any]:
 def node_images() -> set[str]:
     """Images on the kind node: what the fake `kind load image-archive` loaded."""
     path = Path(os.environ["FAKE_CALLS"] + ".images")
-    return set(path.read_text().split()) if path.exists() else set()
+    return set(path.read_text(encoding="utf-8").split()) if path.exists() else set()
 
 
 def _image_problem(c: dict[str, Any]) -> str | None:

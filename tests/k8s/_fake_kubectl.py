@@ -335,7 +335,7 @@ def fail_on_purpose(line: str) -> bool:
     if not needle or needle not in line:
         return False
     count_file = Path(os.environ["FAKE_CALLS"] + ".failures")
-    failed = int(count_file.read_text()) if count_file.exists() else 0
+    failed = int(count_file.read_text(encoding="utf-8")) if count_file.exists() else 0
     times = os.environ.get("FAKE_FAIL_TIMES")
     if times and failed >= int(times):
         return False

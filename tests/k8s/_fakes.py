@@ -136,7 +136,7 @@ def run_script(tmp_path: Path, *args: str, tools: dict[str, str] | None = None,
 def calls(tmp_path: Path) -> list[str]:
     """Commands the fake tools were run with."""
     log = tmp_path / "calls.log"
-    return log.read_text().splitlines() if log.exists() else []
+    return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
 
 
 def first_line_with(lines: list[str], needle: str) -> int:
@@ -180,7 +180,7 @@ def cluster_object(tmp_path: Path, kind: str, namespace: str | None, name: str
     path = state_file(tmp_path)
     if not path.exists():
         return None
-    found: dict[str, Any] | None = json.loads(path.read_text())["objects"].get(
+    found: dict[str, Any] | None = json.loads(path.read_text(encoding="utf-8"))["objects"].get(
         f"{kind}/{namespace or ''}/{name}")
     return found
 

@@ -95,7 +95,7 @@ def load_crd_schema(kind: str) -> dict[str, Any]:
     yaml = _yaml()
     # The InferenceService CRD is ~40k lines: libyaml's loader is several times faster.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    crd = yaml.load((folder / file_name).read_text(), Loader=loader)  # noqa: S506
+    crd = yaml.load((folder / file_name).read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
     served = next(v for v in crd["spec"]["versions"] if v["name"] == version)
     schema: dict[str, Any] = served["schema"]["openAPIV3Schema"]
     return schema

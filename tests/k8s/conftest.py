@@ -71,7 +71,7 @@ def _installed_states(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str
             proc = run_script(folder, "up", tools=SUCCEEDING_TOOLS,
                               FAKE_CLUSTERS="kserve-detector", **settings[flavour])
             assert proc.returncode == 0, proc.stderr
-            cache[flavour] = state_file(folder).read_text()
+            cache[flavour] = state_file(folder).read_text(encoding="utf-8")
         return cache[flavour]
     return state
 

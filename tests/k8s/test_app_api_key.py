@@ -48,7 +48,7 @@ def test_the_key_file_comes_from_the_secret_read_only(with_key: dict[str, Any]) 
     assert secret["defaultMode"] == 0o440
     assert pod["securityContext"]["fsGroup"] == web["securityContext"]["runAsGroup"]
 
-    example = yaml.safe_load((COMPONENT / "secret.example.yaml").read_text())
+    example = yaml.safe_load((COMPONENT / "secret.example.yaml").read_text(encoding="utf-8"))
     assert (example["kind"], example["metadata"]["name"]) == ("Secret", secret["secretName"])
     assert item["key"] in example["stringData"]
 

@@ -54,7 +54,7 @@ def test_image_is_pinned_and_the_one_the_kind_script_builds(
         app: dict[str, dict[str, Any]]) -> None:
     image = _web(app)["image"]
     assert image == "kserve-detector-web:0.1.0"
-    script = (REPO_ROOT / "scripts" / "kind-e2e.sh").read_text()
+    script = (REPO_ROOT / "scripts" / "kind-e2e.sh").read_text(encoding="utf-8")
     assert f'WEB_IMAGE="${{WEB_IMAGE:-{image}}}"' in script
 
 

@@ -31,7 +31,7 @@ GUIDE = REPO_ROOT / "docs" / "kubernetes.md"
 
 def _blocks(heading: str) -> list[str]:
     """The bash blocks of one section of the guide, in order."""
-    text = GUIDE.read_text()
+    text = GUIDE.read_text(encoding="utf-8")
     start = text.index(f"## {heading}")
     end = text.find("\n## ", start + 1)
     section = text[start:end if end > 0 else None]

@@ -46,9 +46,9 @@ def test_keda_up_installs_a_release_without_cve_2025_68476(tmp_path: Path) -> No
 def test_docs_name_the_keda_release_the_script_installs() -> None:
     from ._support import REPO_ROOT
 
-    script = (REPO_ROOT / "scripts" / "kind-e2e.sh").read_text()
+    script = (REPO_ROOT / "scripts" / "kind-e2e.sh").read_text(encoding="utf-8")
     (pinned,) = re.findall(r'KEDA_VERSION="\$\{KEDA_VERSION:-([0-9.]+)\}"', script)
-    guide = (REPO_ROOT / "docs" / "kubernetes.md").read_text()
+    guide = (REPO_ROOT / "docs" / "kubernetes.md").read_text(encoding="utf-8")
     named = set(re.findall(r"installs KEDA ([0-9.]+)", guide))
     assert named == {pinned}
 

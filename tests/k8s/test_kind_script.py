@@ -245,8 +245,8 @@ def test_skip_build_loads_the_existing_images(tmp_path: Path) -> None:
 
 
 def test_the_predictor_stage_the_script_builds_exists() -> None:
-    stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", (REPO_ROOT / "Dockerfile").read_text(),
-                        re.MULTILINE | re.IGNORECASE)
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text(encoding="utf-8")
+    stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", dockerfile, re.MULTILINE | re.IGNORECASE)
     assert "runtime" in stages, f"Dockerfile stages: {stages}"
 
 

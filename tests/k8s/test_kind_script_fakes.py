@@ -132,7 +132,7 @@ def test_failure_dumps_diagnostics_and_keeps_the_cluster(tmp_path: Path) -> None
     assert "kept for inspection" in proc.stderr
     dumps = list((tmp_path / "artifacts").glob("diagnostics-*.txt"))
     assert len(dumps) == 1
-    assert "get events" in dumps[0].read_text()
+    assert "get events" in dumps[0].read_text(encoding="utf-8")
 
 
 def test_failure_with_teardown_deletes_the_cluster(tmp_path: Path) -> None:

@@ -369,7 +369,7 @@ def test_keda_query_reads_a_metric_the_server_exports(
 
 
 def _script_default(variable: str) -> str:
-    text = (REPO_ROOT / "scripts" / "kind-e2e.sh").read_text()
+    text = (REPO_ROOT / "scripts" / "kind-e2e.sh").read_text(encoding="utf-8")
     match = re.search(rf'^{variable}="\$\{{{variable}:-([^}}]+)\}}"', text, re.MULTILINE)
     assert match, f"scripts/kind-e2e.sh sets no default {variable}"
     return match.group(1)

@@ -74,7 +74,7 @@ def _trained_model_validator() -> Any:
     if found is None:
         pytest.skip(f"no {TRAINED_MODEL_CRD}: set KSERVE_CRDS_DIR to a folder holding KServe's "
                     f"CRDs (the TrainedModel one from the v0.20.0 tag)")
-    crd = yaml.safe_load(found.read_text())
+    crd = yaml.safe_load(found.read_text(encoding="utf-8"))
     served = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
     schema = strict_schema(served["schema"]["openAPIV3Schema"])
     schema["properties"]["metadata"] = {"type": "object", "required": ["name"]}

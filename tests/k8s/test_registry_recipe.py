@@ -29,7 +29,7 @@ def _recipe() -> dict[str, Any]:
     """The kustomization the guide's "Your own registry" paragraph shows."""
     import yaml
 
-    text = GUIDE.read_text()
+    text = GUIDE.read_text(encoding="utf-8")
     start = text.index("**Your own registry.**")
     (block,) = re.findall(r"```yaml\n(.*?)```", text[start:text.index("\n## ", start)],
                           re.DOTALL)

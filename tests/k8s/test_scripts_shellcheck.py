@@ -47,7 +47,7 @@ EXECUTABLES = [p for p in SCRIPTS if p.stat().st_mode & 0o111]
 
 @pytest.mark.parametrize("script", EXECUTABLES, ids=[p.name for p in EXECUTABLES])
 def test_script_stops_on_errors(script: Path) -> None:
-    text = script.read_text()
+    text = script.read_text(encoding="utf-8")
     if "bash" in text.split("\n", 1)[0]:
         assert "set -euo pipefail" in text, f"{script.name}: a failing step would be ignored"
     else:

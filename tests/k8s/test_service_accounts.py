@@ -31,7 +31,7 @@ def _examples() -> dict[str, Path]:
 
     out = {}
     for path in MANIFESTS.rglob("*.example.yaml"):
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         if doc.get("kind") == "Secret":
             out[doc["metadata"]["name"]] = path
     return out
@@ -55,7 +55,7 @@ def test_every_service_account_an_overlay_runs_as_is_rendered_by_it(
 def test_secrets_the_accounts_list_are_documented_for_the_user_to_create(
         overlay: str, render: Render) -> None:
     examples = _examples()
-    guide = (REPO_ROOT / "docs" / "kubernetes.md").read_text()
+    guide = (REPO_ROOT / "docs" / "kubernetes.md").read_text(encoding="utf-8")
     objects = render(OVERLAYS_DIR / overlay)
     rendered_secrets = {s["metadata"]["name"] for s in of_kind(objects, "Secret")}
     for sa in of_kind(objects, "ServiceAccount"):
@@ -71,7 +71,7 @@ def test_the_example_secret_carries_the_keys_kserve_reads() -> None:
     import yaml
 
     example = _examples()["detector-models-storage"]
-    secret = yaml.safe_load(example.read_text())
+    secret = yaml.safe_load(example.read_text(encoding="utf-8"))
     # KServe v0.20.0 config/configmap/inferenceservice.yaml, credentials.s3.
     assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     assert "serving.kserve.io/s3-endpoint" in secret["metadata"]["annotations"]

@@ -32,7 +32,7 @@ def _rules() -> dict[str, dict[str, Any]]:
 def _cases() -> dict[str, Any]:
     import yaml
 
-    cases: dict[str, Any] = yaml.safe_load(CASES.read_text())
+    cases: dict[str, Any] = yaml.safe_load(CASES.read_text(encoding="utf-8"))
     return cases
 
 
@@ -57,7 +57,8 @@ def _write_rules_and_cases(folder: Path) -> Path:
 def test_every_promised_alert_is_shipped_with_a_severity_and_a_runbook() -> None:
     rules = _rules()
     assert set(rules) == ALERTS
-    operating = (Path(__file__).resolve().parents[2] / "docs" / "operating.md").read_text()
+    operating = (Path(__file__).resolve().parents[2] / "docs" / "operating.md").read_text(
+        encoding="utf-8")
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         assert rule["annotations"]["summary"], name

@@ -77,7 +77,7 @@ def _isvc(overlay: str) -> dict[str, Any]:
 
 def _process_cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from the kernel (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -115,10 +115,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     load: Load | None = None
     try:
         prom = start_prometheus(workdir, f"127.0.0.1:{server.http_port}", rules)
-        assert prom.scraped("detector_model_info"), prom.log_path.read_text()[-2000:]
+        assert prom.scraped("detector_model_info"), prom.log_path.read_text(
+            encoding="utf-8")[-2000:]
         both = start_prometheus(workdir / "two-jobs", f"127.0.0.1:{server.http_port}",
                                 jobs=TWO_JOBS)
-        assert both.scraped("detector_model_info"), both.log_path.read_text()[-2000:]
+        assert both.scraped("detector_model_info"), both.log_path.read_text(
+            encoding="utf-8")[-2000:]
         load = Load(server.http_url, server.model_name, CLIENTS).start()
         steady = CLIENTS - 2 * batch
 

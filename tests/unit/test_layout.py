@@ -31,7 +31,7 @@ def _imports(path: Path, *, typing: bool = True) -> set[str]:
 
     With ``typing=False``, imports under ``if TYPE_CHECKING:`` (annotations only) are left out.
     """
-    tree = ast.parse(path.read_text(), str(path))
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     package = _module(path).split(".")
     if path.name != "__init__.py":
         package = package[:-1]
@@ -150,7 +150,7 @@ def test_the_error_classes_know_no_pipeline() -> None:
 @pytest.mark.parametrize("folder", ["predictor", "client", "bench", "demo", "launch"])
 def test_no_module_is_past_the_size_a_reader_takes_in(folder: str) -> None:
     long = [f"{p.relative_to(REPO)}: {n} lines" for p in _files(folder)
-            if (n := p.read_text().count("\n")) > 450]
+            if (n := p.read_text(encoding="utf-8").count("\n")) > 450]
     assert not long, long
 
 

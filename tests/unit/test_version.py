@@ -15,7 +15,7 @@ import client
 import predictor
 
 REPO = Path(__file__).resolve().parents[2]
-PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 VERSION = PYPROJECT["project"]["version"]
 # Our two images, wherever a tag is written for them: `image: kserve-detector:0.1.0`,
 # `kserve-detector-web:0.1.0`, kustomize's `newTag: 0.1.0-gpu`, the version label.
@@ -35,7 +35,7 @@ def test_the_packages_report_pyprojects_version() -> None:
 
 
 def test_the_makefile_tags_images_with_pyprojects_version() -> None:
-    tag = re.search(r"^TAG \?= (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    tag = re.search(r"^TAG \?= (\S+)$", (REPO / "Makefile").read_text(encoding="utf-8"), re.M)
     assert tag is not None
     assert tag.group(1) == VERSION
 
@@ -43,9 +43,9 @@ def test_the_makefile_tags_images_with_pyprojects_version() -> None:
 def test_the_manifests_and_kind_script_use_pyprojects_version() -> None:
     files = [*sorted((REPO / "manifests").rglob("*.yaml")), REPO / "scripts/kind-e2e.sh"]
     wrong = {f"{path.relative_to(REPO)}: {tag}" for path in files
-             for tag in _tags(path.read_text()) if tag != VERSION}
+             for tag in _tags(path.read_text(encoding="utf-8")) if tag != VERSION}
     assert not wrong, f"image tags or version labels other than pyproject's {VERSION}: {wrong}"
-    assert any(_tags((REPO / "manifests/base/inferenceservice.yaml").read_text()))
+    assert any(_tags((REPO / "manifests/base/inferenceservice.yaml").read_text(encoding="utf-8")))
 
 
 def test_one_python_version_everywhere() -> None:
@@ -55,7 +55,7 @@ def test_one_python_version_everywhere() -> None:
     assert PYPROJECT["tool"]["ruff"]["target-version"] == f"py{major}{minor}"
     assert PYPROJECT["tool"]["mypy"]["python_version"] == f"{major}.{minor}"
     base = re.search(r"^ARG BASE_IMAGE=python:(\d+)\.(\d+)-",
-                     (REPO / "Dockerfile").read_text(), re.M)
+                     (REPO / "Dockerfile").read_text(encoding="utf-8"), re.M)
     assert base is not None
     assert (int(base.group(1)), int(base.group(2))) == (major, minor)
     assert sys.version_info >= (major, minor), (

@@ -314,7 +314,7 @@ def test_load_generator_against_the_real_server(served_model, tmp_path: Path,
         "--images", str(picture), "--score-threshold", "0.05", "--out", str(out),
     ])
     assert status == 0
-    doc = json.loads(out.read_text())
+    doc = json.loads(out.read_text(encoding="utf-8"))
     cells = doc["cells"]
     assert [c["protocol"] for c in cells] == ["v1", "v2bin", "grpc"]
     for cell in cells:

@@ -110,7 +110,7 @@ def test_detect_folder_writes_table_json_csv_and_drawings(
     assert f"{images / 'img2.png'}" in out
     assert "circle  " in out
     assert "0.875" in out
-    document = json.loads(out_json.read_text())
+    document = json.loads(out_json.read_text(encoding="utf-8"))
     assert [Path(e["file"]).name for e in document["images"]] == [
         "img0.png", "img1.png", "img2.png"]
     assert document["images"][2]["image_size"] == [10, 40]
@@ -219,7 +219,7 @@ def test_evaluate_hands_a_detect_function_to_client_evaluate(
                        "--protocol", "v1", "--json", str(report), "--no-progress")
     assert code == 0
     assert out.strip() == "mAP@0.5: 0.123"
-    assert json.loads(report.read_text()) == {"map50": 0.123}
+    assert json.loads(report.read_text(encoding="utf-8")) == {"map50": 0.123}
     per_image, annotations, progress, recall_threshold, view = calls[0]
     assert (annotations, progress) == ("ann.json", False)
     assert (recall_threshold, view) == (0.5, 320)  # the server's default score, SSDlite's view

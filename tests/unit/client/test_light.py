@@ -55,7 +55,8 @@ def test_client_works_in_a_clean_venv_without_torch(tmp_path: Path) -> None:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy(REPO / "pyproject.toml", source)
     readme = REPO / "README.md"
-    (source / "README.md").write_text(readme.read_text() if readme.exists() else "client\n")
+    (source / "README.md").write_text(
+        readme.read_text(encoding="utf-8") if readme.exists() else "client\n")
 
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     for args in ([*CLIENT_DEPS], ["--no-deps", str(source)]):

@@ -94,7 +94,7 @@ def test_shapes_stay_mostly_visible():
 
 def test_write_dataset_coco_structure(tmp_path: Path):
     path = synthetic.write_dataset(tmp_path, count=6, seed=5, mixed_fraction=1.0, progress=False)
-    coco = json.loads(path.read_text())
+    coco = json.loads(path.read_text(encoding="utf-8"))
     assert [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])] == list(CLASSES)
     assert [im["id"] for im in coco["images"]] == list(range(6))
     ids = {im["id"]: im for im in coco["images"]}
@@ -117,7 +117,7 @@ def test_write_dataset_coco_structure(tmp_path: Path):
     again = synthetic.write_dataset(
         tmp_path / "again", count=6, seed=5, mixed_fraction=1.0, progress=False
     )
-    assert json.loads(again.read_text()) == coco
+    assert json.loads(again.read_text(encoding="utf-8")) == coco
 
 
 def test_cli_writes_count_images(tmp_path: Path, capsys, monkeypatch):

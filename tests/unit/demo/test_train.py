@@ -47,12 +47,12 @@ def test_few_steps_write_a_loadable_model_dir(tmp_path: Path):
     summary = _tiny_run(tmp_path)
     assert summary["steps"] == 2
     assert np.isfinite(summary["loss"])
-    config = json.loads((tmp_path / "config.json").read_text())
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
     assert config["architecture"] == "ssdlite320_mobilenet_v3_large"
     assert config["num_classes"] == 5
     assert config["weights"] == "model.safetensors"
     assert config["model_kwargs"]["score_thresh"] > 0.001  # not torchvision's slow default
-    assert (tmp_path / "labels.txt").read_text().split() == [
+    assert (tmp_path / "labels.txt").read_text(encoding="utf-8").split() == [
         "__background__",
         "circle",
         "square",
@@ -72,7 +72,7 @@ def test_few_steps_write_a_loadable_model_dir(tmp_path: Path):
 
 def test_anchor_min_ratio_is_written_for_the_server(tmp_path: Path):
     _tiny_run(tmp_path, "--anchor-min-ratio", "0.1", "--small-objects", "0.5")
-    config = json.loads((tmp_path / "config.json").read_text())
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
     assert config["anchors"] == {"min_ratio": 0.1, "max_ratio": 0.95}
     assert rebuild(tmp_path).anchor_generator.scales[0] == pytest.approx(0.1)
     with pytest.raises(SystemExit, match="trained with anchors"):

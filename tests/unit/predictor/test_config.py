@@ -63,7 +63,8 @@ def test_min_threshold_above_the_default_is_refused() -> None:
 def test_the_docs_list_every_flag_with_its_default() -> None:
     from tests.support.servers import REPO
 
-    tables = "".join((REPO / "docs" / name).read_text() for name in ("flags.md", "limits.md"))
+    tables = "".join((REPO / "docs" / name).read_text(encoding="utf-8")
+                     for name in ("flags.md", "limits.md"))
     for cls in (ServerConfig, ModelConfig, Limits, BatchingConfig):
         for f in dataclasses.fields(cls):
             if "flag" not in f.metadata:

@@ -72,8 +72,8 @@ def test_the_compiled_demo_answers_like_the_torch_path(
         tmp_path: Path, pictures: list[np.ndarray]) -> None:
     runtime = _export(DEMO_MODEL_DIR, tmp_path / "demo")
     assert _assert_same(_torch_answers(DEMO_MODEL_DIR, pictures), runtime.run(pictures)) > 20
-    manifest = json.loads((tmp_path / "demo" / "compiled.json").read_text())
-    assert manifest["labels"] == (DEMO_MODEL_DIR / "labels.txt").read_text().split()
+    manifest = json.loads((tmp_path / "demo" / "compiled.json").read_text(encoding="utf-8"))
+    assert manifest["labels"] == (DEMO_MODEL_DIR / "labels.txt").read_text(encoding="utf-8").split()
     assert set(manifest["versions"]) == {"torch", "torchvision", "openvino"}
     assert manifest["route"] == "torch.export"
 

@@ -92,7 +92,7 @@ def test_the_writer_and_the_loader_carry_the_anchors(tmp_path: Path):
     model = ssdlite()
     save_model_folder(tmp_path, model.state_dict(), TEST_ARCH, TEST_LABELS,
                       anchors={"min_ratio": 0.1, "max_ratio": 0.95})
-    config = json.loads((tmp_path / "config.json").read_text())
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
     assert config["anchors"] == {"min_ratio": 0.1, "max_ratio": 0.95}
     loaded = load_model(ModelConfig(model_dir=str(tmp_path), device="cpu"))
     assert smallest_square_box(loaded.module) == pytest.approx(32.0, abs=0.01)

@@ -12,7 +12,7 @@ from tests.support.servers import REPO
 
 def _constraints() -> dict[str, str]:
     pins = {}
-    for line in (REPO / "constraints.txt").read_text().splitlines():
+    for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name, _, pinned = line.partition("==")
@@ -22,7 +22,7 @@ def _constraints() -> dict[str, str]:
 
 
 def test_written_for_the_pinned_and_installed_versions() -> None:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     pins = [d for d in project["project"]["optional-dependencies"]["runtime"]
             if d.startswith("kserve")]
     assert pins == [f"kserve=={compat.WRITTEN_FOR['kserve']}"], (
