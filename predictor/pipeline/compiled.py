@@ -176,8 +176,6 @@ class CompiledModel:
         self.compiled = core.compile_model(self._with_preprocessing(core.read_model(
             str(folder / "model.xml"))), "CPU", config)
         self._local = threading.local()
-        self.mean = np.asarray(self.manifest.mean, dtype=np.float32)
-        self.std = np.asarray(self.manifest.std, dtype=np.float32)
 
     def _with_preprocessing(self, model: Any) -> Any:
         """The graph taking ``1 x H x W x 3`` uint8 pictures of any size: resize (bilinear,
@@ -195,14 +193,6 @@ class CompiledModel:
         steps.convert_element_type(ov.Type.f32).resize(ResizeAlgorithm.RESIZE_LINEAR)
         steps.scale(255.0).mean(list(self.manifest.mean)).scale(list(self.manifest.std))
         return ppp.build()
-
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """``H x W x 3`` uint8 to the graph's ``1 x 3 x h x w`` input, in numpy (the graph
-        does the same itself; this is the reference its tests compare with)."""
-        height, width = self.manifest.size
-        pixels = image.astype(np.float32) * np.float32(1 / 255)
-        resized = resize_bilinear(pixels, height, width)
-        return np.ascontiguousarray(((resized - self.mean) / self.std).transpose(2, 0, 1)[None])
 
     def postprocess(self, deltas: np.ndarray, logits: np.ndarray, size: tuple[int, int]
                     ) -> RawDetections:
